@@ -1,0 +1,29 @@
+# `make run` and `make test` do all the set-up: a virtual environment in .venv
+# with the pinned dependencies, installed once and again whenever a pin changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(BIN)/lestats serve
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results webserver.log*
