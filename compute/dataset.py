@@ -1,0 +1,195 @@
+"""CSV → columnar numpy arrays: float64 values and small integer codes.
+
+The loader is strict on purpose (SPEC §1): a file that is missing, empty, lacks one of
+the five columns, or has a row with the wrong number of fields is refused as a whole,
+with one sentence that names the file and the problem. Rows whose Data_Value is empty
+or not a finite number are dropped and counted.
+
+Rows are kept sorted by (question, location, category, stratification), so every
+question's rows are one contiguous slice and, inside it, every location's rows are
+one contiguous run: the statistics then work on slices, never on masks.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from compute.questions import direction
+
+QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE, YEAR = (
+    "Question", "LocationDesc", "StratificationCategory1", "Stratification1",
+    "Data_Value", "YearStart")
+REQUIRED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE)
+CODED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION)
+
+# The arrays every statistic reads; their names are also the shared-memory layout.
+ARRAY_NAMES = ("value", "location", "category", "stratification", "group", "year",
+               "question_offsets")
+
+
+class DataError(Exception):
+    """The data file cannot be served; the message is one sentence for the operator."""
+
+
+@dataclass
+class Dataset:
+    """Everything the statistics need: arrays plus the vocabularies behind the codes.
+
+    Vocabularies are sorted, so code order is name order and "ties by name" or
+    "ordered by the triple" is just an ordering of codes.
+    """
+    arrays: dict[str, np.ndarray]
+    questions: list[str]
+    locations: list[str]
+    categories: list[str]
+    stratifications: list[str]
+    file: str = ""
+    rows_read: int = 0
+    rows_ignored: int = 0
+    question_index: dict[str, int] = field(init=False, repr=False)
+    location_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.question_index = {q: i for i, q in enumerate(self.questions)}
+        self.location_index = {s: i for i, s in enumerate(self.locations)}
+
+    @property
+    def rows_loaded(self) -> int:
+        return int(self.arrays["value"].shape[0])
+
+    def direction(self, question: str) -> str | None:
+        return direction(question)
+
+    def question_slice(self, question_code: int) -> slice:
+        offsets = self.arrays["question_offsets"]
+        return slice(int(offsets[question_code]), int(offsets[question_code + 1]))
+
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {"questions": self.questions, "locations": self.locations,
+                "categories": self.categories, "stratifications": self.stratifications}
+
+
+def load_csv(path: str | os.PathLike) -> Dataset:
+    path = os.fspath(path)
+    header = _read_header(path)
+    raw_names = {name.strip(): name for name in header}
+    missing = [c for c in REQUIRED if c not in raw_names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
+                        f"(the header has {len(header)} column(s))")
+    wanted = [c for c in (*REQUIRED, YEAR) if c in raw_names]
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(encoding="utf8"),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[raw_names[c] for c in wanted],
+                # Read values as text: "not a number" is a row to ignore, not an error.
+                column_types={raw_names[c]: pa.string() for c in wanted},
+                strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(_describe_parse_error(path, header, exc)) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    table = table.rename_columns([name.strip() for name in table.column_names])
+    if table.num_rows == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    return _encode(table, path)
+
+
+def _read_header(path: str) -> list[str]:
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), None)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: is not UTF-8 text (is it a CSV file?)") from None
+    except (OSError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    if not header or not any(cell.strip() for cell in header):
+        raise DataError(f"{path}: is empty (no header line)")
+    return header
+
+
+def _describe_parse_error(path: str, header: list[str], exc: Exception) -> str:
+    """Turn Arrow's message into one sentence with a line number.
+
+    Arrow reports the bad row's text but not its line, so on this (rare) error path
+    the file is scanned again with the csv module to find it.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                if len(row) != len(header) and reader.line_num > 1:
+                    return (f"{path}: line {reader.line_num} has {len(row)} field(s), "
+                            f"the header has {len(header)}")
+    except UnicodeDecodeError as err:
+        return f"{path}: is not valid UTF-8 near byte {err.start}"
+    except csv.Error as err:
+        return f"{path}: is not valid CSV ({err})"
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{path}: cannot be parsed ({first_line})"
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Integer codes into a sorted vocabulary, so code order equals name order."""
+    encoded = pc.dictionary_encode(column).unify_dictionaries()
+    chunks = encoded.chunks
+    vocabulary = chunks[0].dictionary.to_pylist() if chunks else []
+    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]) \
+        if chunks else np.empty(0, np.int64)
+    order = sorted(range(len(vocabulary)), key=vocabulary.__getitem__)
+    rank = np.empty(len(vocabulary), dtype=np.int64)
+    rank[order] = np.arange(len(vocabulary))
+    return rank[indices], [vocabulary[i] for i in order]
+
+
+def _encode(table: pa.Table, path: str) -> Dataset:
+    codes, vocab = {}, {}
+    for name in CODED:
+        codes[name], vocab[name] = _codes(table.column(name))
+    values = pd.to_numeric(table.column(VALUE).to_pandas(), errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan)
+    if YEAR in table.column_names:
+        year = pd.to_numeric(table.column(YEAR).to_pandas(), errors="coerce").fillna(0)
+        year = year.to_numpy(dtype=np.int64)
+    else:
+        year = np.zeros(len(values), dtype=np.int64)
+    keep = np.isfinite(values)
+    order = np.lexsort((codes[STRATIFICATION][keep], codes[CATEGORY][keep],
+                        codes[LOCATION][keep], codes[QUESTION][keep]))
+    kept = np.flatnonzero(keep)[order]
+    n_cat, n_strat = len(vocab[CATEGORY]), len(vocab[STRATIFICATION])
+    location = codes[LOCATION][kept]
+    category = codes[CATEGORY][kept]
+    stratification = codes[STRATIFICATION][kept]
+    question = codes[QUESTION][kept]
+    arrays = {
+        "value": values[kept],
+        "location": location,
+        "category": category,
+        "stratification": stratification,
+        # One code per (location, category, stratification) triple, in triple order.
+        "group": (location * n_cat + category) * n_strat + stratification,
+        "year": year[kept],
+        "question_offsets": np.searchsorted(
+            question, np.arange(len(vocab[QUESTION]) + 1)).astype(np.int64),
+    }
+    return Dataset(arrays=arrays, questions=vocab[QUESTION], locations=vocab[LOCATION],
+                   categories=vocab[CATEGORY], stratifications=vocab[STRATIFICATION],
+                   file=path, rows_read=table.num_rows,
+                   rows_ignored=int(table.num_rows - keep.sum()))

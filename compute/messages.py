@@ -1,0 +1,43 @@
+"""The typed messages that cross the process boundary (and nothing else does).
+
+Parent → workers, through the manager queue: a Batch of Jobs (None asks a worker to
+stop). Worker → parent, through the worker's own pipe: Taken (so the parent knows
+which jobs die with a worker) and then Done with one Outcome per job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    endpoint: str
+    question: str
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`body` is the complete JSON body get_results answers with, encoded once."""
+    id: int
+    ok: bool
+    body: bytes
+    detail: str = ""  # traceback text for the parent's log when not ok; never sent to clients
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    worker: int
+    ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    worker: int
+    outcomes: tuple[Outcome, ...]

@@ -1,0 +1,174 @@
+"""The nine statistics as pure functions over a Dataset's arrays (SPEC §2).
+
+Every function takes the dataset, a question code and (for the per-state ones) a
+location code, and returns the `data` of the answer as plain Python objects in the
+order the contract asks for. Group means are np.bincount sums over the question's
+slice divided by counts; a group with no valued rows is omitted. ENDPOINTS is the one
+table the server's routes, validation and OpenAPI document are built from.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from compute.dataset import Dataset
+from compute.questions import HIGHER, LOWER
+
+
+def _location_means(ds: Dataset, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(location codes, means) of the locations with at least one valued row."""
+    rows = ds.question_slice(q)
+    n = len(ds.locations)
+    location = ds.arrays["location"][rows]
+    sums = np.bincount(location, weights=ds.arrays["value"][rows], minlength=n)
+    counts = np.bincount(location, minlength=n)
+    present = np.flatnonzero(counts)
+    return present, sums[present] / counts[present]
+
+
+def _ascending(codes: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Positions ordered by mean ascending, ties by name (codes follow name order)."""
+    return np.lexsort((codes, means))
+
+
+def _descending(codes: np.ndarray, means: np.ndarray) -> np.ndarray:
+    return np.lexsort((codes, -means))
+
+
+def _as_dict(ds: Dataset, codes: np.ndarray, values: np.ndarray, order: np.ndarray) -> dict:
+    names = ds.locations
+    return {names[c]: v for c, v in zip(codes[order].tolist(), values[order].tolist())}
+
+
+def _global_mean(ds: Dataset, q: int) -> float | None:
+    values = ds.arrays["value"][ds.question_slice(q)]
+    return float(values.sum() / values.size) if values.size else None
+
+
+def _state_rows(ds: Dataset, q: int, s: int) -> slice:
+    """The state's rows inside the question's slice (rows are sorted by location)."""
+    rows = ds.question_slice(q)
+    location = ds.arrays["location"][rows]
+    lo, hi = np.searchsorted(location, [s, s + 1])
+    return slice(rows.start + int(lo), rows.start + int(hi))
+
+
+def _state_mean(ds: Dataset, q: int, s: int) -> float | None:
+    values = ds.arrays["value"][_state_rows(ds, q, s)]
+    return float(values.sum() / values.size) if values.size else None
+
+
+def states_mean(ds: Dataset, q: int, s: None = None) -> dict:
+    codes, means = _location_means(ds, q)
+    return _as_dict(ds, codes, means, _ascending(codes, means))
+
+
+def state_mean(ds: Dataset, q: int, s: int) -> dict:
+    return {ds.locations[s]: _state_mean(ds, q, s)}
+
+
+def _ranked(ds: Dataset, q: int, best: bool) -> dict:
+    codes, means = _location_means(ds, q)
+    low_first = (ds.direction(ds.questions[q]) == LOWER) == best
+    order = _ascending(codes, means) if low_first else _descending(codes, means)
+    return _as_dict(ds, codes, means, order[:5])
+
+
+def best5(ds: Dataset, q: int, s: None = None) -> dict:
+    return _ranked(ds, q, best=True)
+
+
+def worst5(ds: Dataset, q: int, s: None = None) -> dict:
+    return _ranked(ds, q, best=False)
+
+
+def global_mean(ds: Dataset, q: int, s: None = None) -> dict:
+    return {"global_mean": _global_mean(ds, q)}
+
+
+def diff_from_mean(ds: Dataset, q: int, s: None = None) -> dict:
+    codes, means = _location_means(ds, q)
+    overall = _global_mean(ds, q)
+    return _as_dict(ds, codes, overall - means, _ascending(codes, means)) if codes.size else {}
+
+
+def state_diff_from_mean(ds: Dataset, q: int, s: int) -> dict:
+    mean = _state_mean(ds, q, s)
+    return {ds.locations[s]: None if mean is None else _global_mean(ds, q) - mean}
+
+
+def _group_means(ds: Dataset, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """(group codes, means) per (location, category, stratification) present in rows."""
+    group = ds.arrays["group"][rows]
+    if group.size == 0:
+        return group, np.empty(0)
+    codes, inverse = np.unique(group, return_inverse=True)
+    sums = np.bincount(inverse, weights=ds.arrays["value"][rows])
+    counts = np.bincount(inverse)
+    return codes, sums / counts
+
+
+def _split_group(ds: Dataset, codes: np.ndarray):
+    n_cat, n_strat = len(ds.categories), len(ds.stratifications)
+    location, rest = np.divmod(codes, n_cat * n_strat)
+    category, stratification = np.divmod(rest, n_strat)
+    return location.tolist(), category.tolist(), stratification.tolist()
+
+
+def mean_by_category(ds: Dataset, q: int, s: None = None) -> dict:
+    codes, means = _group_means(ds, ds.question_slice(q))
+    locations, categories, strats = _split_group(ds, codes)
+    L, C, S = ds.locations, ds.categories, ds.stratifications
+    # Group codes ascend in (location, category, stratification) name order already.
+    return {str((L[l], C[c], S[t])): m
+            for l, c, t, m in zip(locations, categories, strats, means.tolist())}
+
+
+def state_mean_by_category(ds: Dataset, q: int, s: int) -> dict:
+    codes, means = _group_means(ds, _state_rows(ds, q, s))
+    _, categories, strats = _split_group(ds, codes)
+    C, S = ds.categories, ds.stratifications
+    return {ds.locations[s]: {str((C[c], S[t])): m
+                              for c, t, m in zip(categories, strats, means.tolist())}}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    needs_state: bool
+    needs_direction: bool
+    compute: Callable[[Dataset, int, int | None], dict]
+    summary: str
+
+
+ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
+    Endpoint("states_mean", False, False, states_mean,
+             "Mean of every state, ascending (ties by name)"),
+    Endpoint("state_mean", True, False, state_mean, "Mean of one state"),
+    Endpoint("best5", False, True, best5, "The 5 best states, best first"),
+    Endpoint("worst5", False, True, worst5, "The 5 worst states, worst first"),
+    Endpoint("global_mean", False, False, global_mean, "Mean over all valued rows"),
+    Endpoint("diff_from_mean", False, False, diff_from_mean,
+             "global mean − state mean for every state, in states_mean order"),
+    Endpoint("state_diff_from_mean", True, False, state_diff_from_mean,
+             "global mean − state mean for one state"),
+    Endpoint("mean_by_category", False, False, mean_by_category,
+             "Mean per (state, category, stratification)"),
+    Endpoint("state_mean_by_category", True, False, state_mean_by_category,
+             "Mean per (category, stratification) of one state"),
+)}
+
+# Shortest round-trip float repr, and never NaN/Infinity: those cannot occur (empty
+# groups are omitted or null), and allow_nan=False makes sure of it.
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
+def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None) -> bytes:
+    """The JSON `data` of one job, encoded once. Names must be valid (validated upstream)."""
+    spec = ENDPOINTS[endpoint]
+    q = ds.question_index[question]
+    s = ds.location_index[state] if spec.needs_state else None
+    return _encoder.encode(spec.compute(ds, q, s)).encode()

@@ -1,0 +1,84 @@
+"""The worker process: attach to the shared dataset, then answer batches of jobs."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import queue
+import signal
+import traceback
+
+from compute.messages import Batch, Done, Job, Outcome, Taken
+from compute.shared import SharedDataset, SharedHandle
+from compute.stats import answer
+
+_PR_SET_PDEATHSIG = 1
+_CACHE_LIMIT = 4096
+
+
+def die_with_parent() -> None:
+    """Make the kernel kill this process when its parent dies (even by kill -9), so no
+    worker outlives the server and keeps its shared memory mapped. Linux only; elsewhere
+    the getppid() check in the loop is the fallback."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def quiet_child() -> None:
+    """Children ignore Ctrl-C: the terminal sends SIGINT to the whole process group,
+    and the parent must be the one to decide how a shutdown drains."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+def error_body(reason: str) -> bytes:
+    return json.dumps({"status": "error", "reason": reason}).encode()
+
+
+class JobRunner:
+    """Answers jobs against one dataset, memoising bodies: answers never change while
+    the dataset is loaded, and popular questions are asked again and again."""
+
+    def __init__(self, shared: SharedDataset):
+        self.dataset = shared.dataset
+        self._cache: dict[tuple, bytes] = {}
+
+    def run(self, job: Job) -> Outcome:
+        key = (job.endpoint, job.question, job.state)
+        body = self._cache.get(key)
+        if body is not None:
+            return Outcome(job.id, True, body)
+        try:
+            data = answer(self.dataset, job.endpoint, job.question, job.state)
+        except Exception:
+            return Outcome(job.id, False, error_body("the statistic could not be computed"),
+                           traceback.format_exc())
+        body = b'{"status": "done", "data": ' + data + b"}"
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = body
+        return Outcome(job.id, True, body)
+
+
+def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int) -> None:
+    """Entry point of a worker process (index names it in the parent's bookkeeping)."""
+    quiet_child()
+    runner = JobRunner(SharedDataset.attach(handle))
+    while True:
+        try:
+            batch: Batch | None = jobs.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                return
+            continue
+        except (EOFError, OSError):
+            return  # the manager is gone: the server is stopping
+        if batch is None:
+            return
+        try:
+            conn.send(Taken(index, tuple(job.id for job in batch.jobs)))
+            conn.send(Done(index, tuple(runner.run(job) for job in batch.jobs)))
+        except (BrokenPipeError, EOFError, OSError):
+            return
