@@ -27,9 +27,11 @@ def die_with_parent() -> None:
 
 
 def quiet_child() -> None:
-    """Children ignore Ctrl-C: the terminal sends SIGINT to the whole process group,
-    and the parent must be the one to decide how a shutdown drains."""
+    """Children ignore Ctrl-C and SIGTERM: a terminal (or systemd, or `timeout`) sends
+    them to the whole process group, and the parent must be the one to decide how a
+    shutdown drains. Children still die with the parent (below)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent()
 
 
@@ -42,6 +44,7 @@ class JobRunner:
     the dataset is loaded, and popular questions are asked again and again."""
 
     def __init__(self, shared: SharedDataset):
+        self._shared = shared  # owns the mapping: the arrays die with it
         self.dataset = shared.dataset
         self._cache: dict[tuple, bytes] = {}
 

@@ -1,0 +1,64 @@
+"""`lestats`: serve the API, or make data for it. A thin layer over the modules."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from compute import demo
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from server.config import ConfigError, load_settings
+    from server.serve import serve
+
+    flags = {"data": args.data, "host": args.host, "port": args.port,
+             "workers": args.workers, "state_dir": args.state_dir}
+    try:
+        settings = load_settings(args.config, flags)
+    except ConfigError as exc:
+        print(f"lestats: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.rows < 1:
+        print("lestats: --rows must be at least 1", file=sys.stderr)
+        return 2
+    path = demo.write(args.out, args.rows, args.seed)
+    print(f"wrote {args.rows} synthetic rows to {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="lestats", description=(
+        "Le Stats Sportif: an asynchronous job API over the CDC BRFSS nutrition, "
+        "physical activity and obesity data."))
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--config", help="TOML settings file (default ./config.toml)")
+    serve.add_argument("--data", help="CSV file to serve")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 5000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
+    serve.add_argument("--state-dir", help="job journal and results (default ./results)")
+    serve.set_defaults(run=_serve)
+
+    data = commands.add_parser("data", help="make or get data to serve")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    make_demo = data_commands.add_parser("demo", help="write the synthetic demo dataset")
+    make_demo.add_argument("out", help="CSV file to write")
+    make_demo.add_argument("--rows", type=int, default=demo.DEFAULT_ROWS)
+    make_demo.add_argument("--seed", type=int, default=0)
+    make_demo.set_defaults(run=_demo)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The OpenAPI 3 document of the service, built from the same endpoint table as the
+routes (a test checks that every route is described and every description routed)."""
+from __future__ import annotations
+
+import functools
+
+from compute.stats import ENDPOINTS
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    texts = {400: "invalid request", 401: "missing or wrong admin token",
+             403: "admin action from a non-loopback client", 404: "not found",
+             410: "the job's result was evicted", 413: "request body too large",
+             503: "shutting down, or the job queue is full (see Retry-After)"}
+    return {str(c): _json(_ERROR, texts[c]) for c in codes}
+
+
+def _statistic(name: str) -> dict:
+    endpoint = ENDPOINTS[name]
+    required = ["question", "state"] if endpoint.needs_state else ["question"]
+    body = {"type": "object", "required": required,
+            "properties": {f: {"type": "string"} for f in required}}
+    return {"post": {
+        "operationId": name, "summary": endpoint.summary, "tags": ["statistics"],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": _json({"$ref": "#/components/schemas/JobId"}, "job accepted"),
+                      **_errors(400, 413, 503)}}}
+
+
+def _get(operation: str, summary: str, schema: dict, *errors: int, **extra) -> dict:
+    return {"get": {"operationId": operation, "summary": summary,
+                    "responses": {"200": _json(schema, "OK"), **_errors(*errors)}, **extra}}
+
+
+_OBJECT = {"type": "object"}
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
+@functools.cache
+def document() -> dict:
+    paths = {f"/api/{name}": _statistic(name) for name in ENDPOINTS}
+    paths["/api/get_results/{job_id}"] = _get(
+        "get_results", "State of a job, and its answer once done",
+        {"$ref": "#/components/schemas/Result"}, 400, 404, 410,
+        parameters=[
+            {"name": "job_id", "in": "path", "required": True,
+             "description": "the id, or `job_id_<id>`", "schema": {"type": "string"}},
+            {"name": "wait", "in": "query", "required": False,
+             "description": "long poll: answer when done or after this many seconds",
+             "schema": {"type": "number", "minimum": 0, "maximum": 30}}])
+    paths["/api/jobs"] = _get("jobs", "Every retained job and its state", {
+        "type": "object", "required": ["status", "data"],
+        "properties": {"status": {"type": "string"}, "data": {
+            "type": "array", "items": {"type": "object",
+                                       "additionalProperties": {"type": "string"}}}}})
+    paths["/api/num_jobs"] = _get("num_jobs", "Jobs queued or running", {
+        "type": "object", "required": ["num_jobs"],
+        "properties": {"num_jobs": {"type": "integer", "minimum": 0}}})
+    paths["/api/graceful_shutdown"] = _get(
+        "graceful_shutdown", "Stop accepting jobs, finish the accepted ones, exit (admin)",
+        {"type": "object", "required": ["status"],
+         "properties": {"status": {"type": "string", "enum": ["running", "done"]}}},
+        401, 403)
+    paths["/api/info"] = _get("info", "The loaded dataset and the server's processes",
+                              _OBJECT)
+    paths["/api/questions"] = _get("questions", "The questions and their better direction", {
+        "type": "object", "required": ["questions"],
+        "properties": {"questions": {"type": "array", "items": {
+            "type": "object", "required": ["text", "direction"],
+            "properties": {"text": {"type": "string"},
+                           "direction": {"type": ["string", "null"],
+                                         "enum": ["lower", "higher", None]}}}}}})
+    paths["/api/states"] = _get("states", "The locations in the data", {
+        "type": "object", "required": ["states"], "properties": {"states": _STRINGS}})
+    paths["/healthz"] = _get("healthz", "The process is alive", _OBJECT)
+    paths["/readyz"] = _get("readyz", "Data loaded and accepting jobs", _OBJECT, 503)
+    paths["/openapi.json"] = _get("openapi", "This document", _OBJECT)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Le Stats Sportif", "version": "1.0.0",
+                 "description": "Asynchronous job API over the CDC BRFSS nutrition, "
+                                "physical activity and obesity data."},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["status", "reason"],
+                      "properties": {"status": {"const": "error"},
+                                     "reason": {"type": "string"}}},
+            "JobId": {"type": "object", "required": ["job_id"],
+                      "properties": {"job_id": {"type": "integer", "minimum": 1}}},
+            "Result": {"type": "object", "required": ["status"], "properties": {
+                "status": {"type": "string", "enum": ["running", "done", "error"]},
+                "data": {}, "reason": {"type": "string"}}},
+        }},
+    }
