@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 
 from aiohttp import web
@@ -23,7 +24,6 @@ from server.jobs import JobService
 from server.pool import LocalPool
 
 log = logsetup.get("serve")
-ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
 
 
 class StartupError(Exception):
@@ -32,7 +32,12 @@ class StartupError(Exception):
 
 def serve(settings: Settings) -> int:
     """Run until shut down; the process exit code."""
-    listener = logsetup.configure(settings.log_file)
+    try:
+        writer = logsetup.configure(settings.log_file)
+    except OSError as exc:
+        print(f"lestats: cannot open the log file {settings.log_file} "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 2
     try:
         try:
             import uvloop
@@ -46,7 +51,7 @@ def serve(settings: Settings) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        listener.stop()
+        writer.stop()
 
 
 async def _serve(settings: Settings) -> int:
@@ -72,9 +77,10 @@ async def _serve(settings: Settings) -> int:
                              retain=settings.max_results, fsync=settings.fsync)
         stack.callback(service.close)
         unfinished = service.open()
-        pool = LocalPool(shared.handle, settings.worker_count, service.on_done)
+        pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
+                         service.on_done)
         pool.start()
-        stack.push_async_callback(loop.run_in_executor, None, pool.stop)
+        stack.push_async_callback(pool.stop)
         service.start(pool, unfinished)
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
@@ -83,7 +89,8 @@ async def _serve(settings: Settings) -> int:
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)
-        runner = web.AppRunner(app, handle_signals=False, access_log_format=ACCESS_FORMAT)
+        runner = web.AppRunner(app, handle_signals=False,
+                               access_log_class=logsetup.AccessLogger)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
