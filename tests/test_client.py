@@ -4,61 +4,28 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from compute import demo, stats
+from compute import stats
 from compute.dataset import load_csv
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from server import client_cli
 from server.client import Client, ClientError, SyncClient
+from tests.support.live import free_port, start_server
 
-ROOT = Path(__file__).resolve().parents[1]
 QUESTION = LOWER_IS_BETTER[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(url, csv) of a real `python -m server serve` on the demo data."""
-    tmp = tmp_path_factory.mktemp("live")
-    csv = demo.write(tmp / "demo.csv", count=3000, seed=5)
-    port = _free_port()
-    env = {**os.environ, "LESTATS_LOG_FILE": str(tmp / "webserver.log"),
-           "LESTATS_SHUTDOWN_LINGER": "0", "PYTHONPATH": str(ROOT)}
-    with open(tmp / "server.out", "wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port",
-             str(port), "--data", str(csv), "--workers", "2", "--state-dir",
-             str(tmp / "state")], cwd=tmp, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, (tmp / "server.out").read_text()
-        try:
-            with urllib.request.urlopen(url + "/api/info", timeout=1):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "server not ready in 30 s"
-            time.sleep(0.05)
-    yield url, csv
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(30) == 0, (tmp / "server.out").read_text()
+def server(tmp_path_factory, demo_csv):
+    """(url, csv) of one real `python -m server serve` for the whole module."""
+    live = start_server(tmp_path_factory.mktemp("live"), data=demo_csv)
+    yield live.url, demo_csv
+    assert live.stop() == 0, live.text()
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +159,7 @@ def test_ask_refusals_exit_non_zero_with_the_reason(server, capsys, argv, words)
 
 def test_ask_without_a_server_says_so(capsys):
     assert run_cli("ask", "best5", "--question", QUESTION,
-                   "--url", f"http://127.0.0.1:{_free_port()}") == 3
+                   "--url", f"http://127.0.0.1:{free_port()}") == 3
     assert "cannot reach http://127.0.0.1:" in capsys.readouterr().err
 
 
