@@ -78,10 +78,6 @@ def run_fetch(args: argparse.Namespace) -> int:
     except fetch.FetchError as exc:
         print(f"lestats: {exc}", file=sys.stderr)
         return REFUSED
-    except OSError as exc:  # the target directory cannot be written
-        print(f"lestats: cannot write {exc.filename or args.out}: {exc.strerror}",
-              file=sys.stderr)
-        return REFUSED
     except KeyboardInterrupt:
         print("lestats: interrupted; nothing was saved", file=sys.stderr)
         return INTERRUPTED

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
@@ -83,21 +82,22 @@ async def fetch(url: str = DEFAULT_URL, out: str | os.PathLike | None = None,
                 progress_stream: TextIO | None = None) -> tuple[Path, Dataset]:
     """Download `url` to `out` (default_cache_path()); the path and the loaded data."""
     target = Path(out) if out is not None else default_cache_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                         suffix=".part")
-    os.close(handle)
+    # Same directory, so the rename is atomic; a dot name, so nothing takes it for data.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        await _download(url, Path(temporary), progress_stream)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            await _download(url, temporary, progress_stream)
             # In a thread so that Ctrl-C (a task cancellation) is not held up by it.
             dataset = await asyncio.to_thread(load_csv, temporary)
+            os.replace(temporary, target)
         except DataError as exc:
             raise FetchError(f"the file from {url} is not usable: "
-                             f"{str(exc).replace(temporary + ': ', '')}") from None
-        os.replace(temporary, target)
+                             f"{str(exc).replace(f'{temporary}: ', '')}") from None
+        except OSError as exc:  # aiohttp's OSErrors are FetchErrors by now: this is disk
+            raise FetchError(f"cannot write {target} ({exc.strerror or exc})") from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never hide the failure that got us here
             os.unlink(temporary)
         raise
     dataset.file = str(target)

@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -77,6 +78,9 @@ async def test_a_good_file_is_saved_checked_and_summarised(
     path, dataset = await fetch.fetch(url, target, progress_stream=progress)
     assert path == target and target.read_bytes() == csv_bytes
     assert os.listdir(target.parent) == [target.name]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # an ordinary file
     assert (dataset.rows_read, len(dataset.questions)) == (500, 9)
     assert dataset.rows_loaded == load_csv(target).rows_loaded
     final = progress.getvalue()
@@ -122,6 +126,17 @@ async def test_other_unusable_answers_are_refused(aiohttp_server, target, status
         await fetch.fetch(url, target, progress_stream=io.StringIO())
     assert words in str(caught.value) and ".part" not in str(caught.value)
     assert only_the_old_file_is_left(target)
+
+
+async def test_an_unwritable_target_is_a_clear_error(aiohttp_server, csv_bytes, tmp_path):
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=csv_bytes, content_type="text/csv")
+
+    url = await serve(aiohttp_server, handler)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(FetchError, match=r"cannot write .*a-file/brfss.csv \("):
+        await fetch.fetch(url, tmp_path / "a-file" / "brfss.csv", progress_stream=io.StringIO())
+    assert os.listdir(tmp_path) == ["a-file"]
 
 
 async def test_cancelling_mid_download_removes_the_partial_file(
