@@ -18,6 +18,7 @@ client's timeout raises `TimeoutError`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable, TypedDict
 
 import aiohttp
@@ -63,7 +64,8 @@ class Client:
     """Asynchronous client; one aiohttp session, opened on first use.
 
     Use it as `async with Client(url) as client:`, or call `await client.close()`.
-    `timeout` bounds every call as a whole, waiting for a job's answer included.
+    `timeout` bounds every call as a whole, waiting for a job's answer included
+    (plus at most REPLY_GRACE when a server stops answering in the middle of a poll).
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -182,7 +184,7 @@ class SyncClient:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         target = getattr(Client, name, None)
-        if name.startswith("_") or name == "close" or not asyncio.iscoroutinefunction(target):
+        if name.startswith("_") or name == "close" or not inspect.iscoroutinefunction(target):
             raise AttributeError(f"SyncClient has no method {name!r}")
 
         async def run(*args: Any, **kwargs: Any) -> Any:

@@ -35,7 +35,8 @@ class FetchError(Exception):
 
 def default_cache_path() -> Path:
     """Where `lestats data fetch` writes and `lestats serve` looks (gitignored)."""
-    return Path(__file__).resolve().parents[1] / "data" / "cache" / "nutrition_activity_obesity.csv"
+    project = Path(__file__).resolve().parents[1]
+    return project / "data" / "cache" / "nutrition_activity_obesity.csv"
 
 
 class Progress:

@@ -161,7 +161,8 @@ async def test_ctrl_c_in_the_command_exits_130_and_saves_nothing(
 
     url = await serve(aiohttp_server, half_then(csv_bytes, stall))
     code = ("import argparse, sys\nfrom server import client_cli\n"
-            f"sys.exit(client_cli.run_fetch(argparse.Namespace(url={url!r}, out={str(target)!r})))")
+            f"args = argparse.Namespace(url={url!r}, out={str(target)!r})\n"
+            "sys.exit(client_cli.run_fetch(args))")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
