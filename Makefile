@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test bench clean fetch
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q
+
+# The real CDC dataset, into data/cache/ (README "Using the data").
+fetch: $(VENV)/.runtime
+	$(BIN)/lestats data fetch
 
 clean:
 	rm -rf $(VENV) results webserver.log*

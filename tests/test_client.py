@@ -1,7 +1,6 @@
 """The Python client and `lestats ask`, against a real server process."""
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import re
@@ -13,8 +12,8 @@ from aiohttp import web
 from compute import stats
 from compute.dataset import load_csv
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from server import client_cli
 from server.client import Client, ClientError, SyncClient
+from server.cli import main
 from tests.support.live import free_port, start_server
 
 QUESTION = LOWER_IS_BETTER[1]
@@ -52,12 +51,8 @@ def assert_same(got, want):
 
 
 def run_cli(*argv: str) -> int:
-    """`lestats …` with the parsers this module adds (server.cli wires the same)."""
-    top = argparse.ArgumentParser(prog="lestats")
-    commands = top.add_subparsers(dest="command", required=True)
-    client_cli.add_ask_parser(commands)
-    args = top.parse_args(argv)
-    return args.run(args)
+    """`lestats …` through the real entry point."""
+    return main(list(argv))
 
 
 @pytest.mark.parametrize("endpoint", list(stats.ENDPOINTS))
