@@ -266,6 +266,7 @@ async function pickQuestion(question) {
     if (r === null || question !== view.question) return;
     const nationalMean = NATIONAL in r.means ? r.means[NATIONAL]
                          : r.global ? r.global.global_mean : null;
+    $("ranking-section").hidden = false;  // before drawing, so the chart gets its size
     drawRanking(question, r.means, r.best || {}, r.worst || {}, nationalMean);
     $("ranking-note").textContent = direction
       ? `${direction === "lower" ? "Lower" : "Higher"} is better: the best 5 are green, ` +
@@ -273,7 +274,6 @@ async function pickQuestion(question) {
       : `This question has no better or worse direction, so no best or worst 5 are marked. ` +
         `${Object.keys(r.means).length} states, lowest mean first.`;
     fillStates(Object.keys(r.means).sort());
-    $("ranking-section").hidden = false;
   } catch (err) {
     if (question === view.question) showError(err.message);
   }
@@ -328,7 +328,8 @@ async function start() {
     }
     view.states = info.states || [];
     $("synthetic").hidden = !info.synthetic;
-    $("source").textContent = `${info.file}: ${info.rows_loaded} rows used, ` +
+    const file = String(info.file).split(/[\\/]/).pop();  // the name, not the server's path
+    $("source").textContent = `${file}: ${info.rows_loaded} rows used, ` +
       `${info.rows_ignored} without a value, ${view.states.length} states, ` +
       `${info.workers} worker processes`;
     const select = $("question");
