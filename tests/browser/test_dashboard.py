@@ -142,6 +142,9 @@ def page(browser):
     problems: list[str] = []
     tab.on("console", lambda m: m.type == "error" and problems.append(m.text))
     tab.on("pageerror", lambda e: problems.append(str(e)))
+    # The page must work with no internet: it may ask its own server only.
+    tab.on("request", lambda r: r.url.startswith(("http://127.0.0.1:", "data:"))
+           or problems.append(f"request to another origin: {r.url}"))
     yield tab, problems
     context.close()
 
@@ -218,6 +221,32 @@ def test_rank_states_then_break_one_down(page, server, tmp_path):
     if os.environ.get("LESTATS_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(tmp_path / "dashboard.png", SCREENSHOT)
+    assert problems == []
+
+
+def test_progress_is_shown_while_jobs_run(page, server):
+    tab, problems = page
+    base, _ = server
+    held, release = [], []  # polls are held until the test has seen the progress
+
+    def hold(route):
+        if release:
+            route.continue_()
+        else:
+            held.append(route)
+    tab.route("**/api/get_results/**", hold)
+    _open(tab, base)
+    question = next(q["text"] for q in _questions(base) if q["direction"])
+    tab.select_option("#question", question)
+    tab.wait_for_function(
+        "() => document.getElementById('status-text').textContent.includes('0 of 3 jobs')")
+    assert tab.locator("#progress").is_visible()
+    release.append(True)
+    for route in held:
+        route.continue_()
+    tab.wait_for_function("() => Chart.getChart('ranking') !== undefined")
+    assert "done" in tab.inner_text("#status-text")
+    assert tab.locator("#progress").is_hidden()
     assert problems == []
 
 
