@@ -5,27 +5,25 @@ path set, so no browser is downloaded. A missing browser or Playwright FAILS the
 test: a skipped browser test would let a broken page land. The chart library is
 installed here with `npm ci` when web/node_modules lacks it.
 
-The server runs as an operator starts it (`python -m server serve …`) on a free
-loopback port over synthetic demo data made in the test's temp dir, and is stopped
-with SIGTERM at the end. Every wait is bounded.
+The server runs as an operator starts it (`python -m server serve …`, through
+tests/support/live.py) on a free loopback port over synthetic demo data made in the
+test's temp dir, and is stopped with SIGTERM at the end. Every wait is bounded.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.live import ROOT, start_server
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -48,70 +46,23 @@ def chart_library() -> None:
                    check=True, timeout=300)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, chart_library):
-    """The base URL and /api/info of a real server over demo data."""
+    """A real server (tests/support/live.py) over the full-size demo data."""
     tmp = tmp_path_factory.mktemp("server")
     data = tmp / "demo.csv"
     subprocess.run([sys.executable, "-m", "server", "data", "demo", str(data)],
                    cwd=ROOT, check=True, timeout=120, capture_output=True)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("LESTATS_") and k != "TP_NUM_OF_THREADS"}
-    env.update(LESTATS_LOG_FILE=str(tmp / "webserver.log"), LESTATS_SHUTDOWN_LINGER="0")
-    port = _free_port()
-    output = tmp / "server.out"
-    with open(output, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--data", str(data), "--workers", "2",
-             "--state-dir", str(tmp / "state")],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    live = start_server(tmp, data=data, ready_timeout=START_SECONDS)
     try:
-        info = _wait_ready(process, base, output)
-        if _get(f"{base}/")[0] != 200:
+        try:
+            urllib.request.urlopen(f"{live.url}/", timeout=5).close()
+        except urllib.error.HTTPError:
             pytest.fail("the server does not serve the dashboard at /: server/app.py "
                         "must call add_dashboard_routes(app)")
-        yield base, info
+        yield live
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"the server ignored SIGTERM for {STOP_SECONDS} s and was killed")
-
-
-def _wait_ready(process: subprocess.Popen, base: str, output: Path) -> dict:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n"
-                        f"{output.read_text(errors='replace')[-3000:]}")
-        try:
-            status, body = _get(f"{base}/api/info")
-            if status == 200:
-                return json.loads(body)
-        except OSError:
-            pass  # not listening yet
-        time.sleep(0.2)
-    pytest.fail(f"the server was not ready within {START_SECONDS} s:\n"
-                f"{output.read_text(errors='replace')[-3000:]}")
+        assert live.stop(timeout=STOP_SECONDS) == 0, live.text()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +82,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, server):
     """A fresh page, plus the console errors and page errors it reports (a CSP
     violation shows up there). Reduced motion makes the dashboard skip animations,
     so bars stand still where the test clicks."""
@@ -143,14 +94,14 @@ def page(browser):
     tab.on("console", lambda m: m.type == "error" and problems.append(m.text))
     tab.on("pageerror", lambda e: problems.append(str(e)))
     # The page must work with no internet: it may ask its own server only.
-    tab.on("request", lambda r: r.url.startswith(("http://127.0.0.1:", "data:"))
+    tab.on("request", lambda r: r.url.startswith((f"{server.url}/", "data:"))
            or problems.append(f"request to another origin: {r.url}"))
     yield tab, problems
     context.close()
 
 
-def _questions(base: str) -> list[dict]:
-    return json.loads(_get(f"{base}/api/questions")[1])["questions"]
+def _questions(server) -> list[dict]:
+    return server.get("/api/questions")[1]["questions"]
 
 
 def _open(tab, base: str) -> None:
@@ -162,9 +113,9 @@ def _open(tab, base: str) -> None:
 
 def test_rank_states_then_break_one_down(page, server, tmp_path):
     tab, problems = page
-    base, info = server
-    question = next(q["text"] for q in _questions(base) if q["direction"])
-    _open(tab, base)
+    info = server.get("/api/info")[1]
+    question = next(q["text"] for q in _questions(server) if q["direction"])
+    _open(tab, server.url)
     assert tab.locator("#synthetic").is_visible() == info["synthetic"] is True
 
     tab.select_option("#question", question)
@@ -226,7 +177,6 @@ def test_rank_states_then_break_one_down(page, server, tmp_path):
 
 def test_progress_is_shown_while_jobs_run(page, server):
     tab, problems = page
-    base, _ = server
     held, release = [], []  # polls are held until the test has seen the progress
 
     def hold(route):
@@ -235,8 +185,8 @@ def test_progress_is_shown_while_jobs_run(page, server):
         else:
             held.append(route)
     tab.route("**/api/get_results/**", hold)
-    _open(tab, base)
-    question = next(q["text"] for q in _questions(base) if q["direction"])
+    _open(tab, server.url)
+    question = next(q["text"] for q in _questions(server) if q["direction"])
     tab.select_option("#question", question)
     tab.wait_for_function(
         "() => document.getElementById('status-text').textContent.includes('0 of 3 jobs')")
@@ -252,12 +202,11 @@ def test_progress_is_shown_while_jobs_run(page, server):
 
 def test_a_failed_request_is_shown_readably(page, server):
     tab, _ = page
-    base, _ = server
     tab.route("**/api/states_mean", lambda route: route.fulfill(
         status=503, content_type="application/json",
         body='{"status": "error", "reason": "shutting down"}'))
-    _open(tab, base)
-    tab.select_option("#question", _questions(base)[0]["text"])
+    _open(tab, server.url)
+    tab.select_option("#question", _questions(server)[0]["text"])
     error = tab.locator("#error")
     error.wait_for(state="visible")
     assert error.inner_text() == "The server answered 503: shutting down"
@@ -266,12 +215,11 @@ def test_a_failed_request_is_shown_readably(page, server):
 
 def test_a_missing_chart_library_is_explained(page, server):
     tab, _ = page
-    base, _ = server
     reason = "the chart library is not installed on the server; run `make web`"
     tab.route("**/static/chart.umd.min.js", lambda route: route.fulfill(
         status=503, content_type="application/json",
         body=json.dumps({"status": "error", "reason": reason})))
-    tab.goto(f"{base}/")
+    tab.goto(f"{server.url}/")
     error = tab.locator("#error")
     error.wait_for(state="visible")
     assert error.inner_text() == f"Charts cannot be drawn: {reason}"
