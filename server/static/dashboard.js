@@ -231,7 +231,7 @@ function markState(state) {
   chart.update();
 }
 
-// "Mean 42.67, 52nd lowest of 55. " from the ranking chart, if it shows the state.
+// "Mean 42.67, rank 52 of 55 (lowest first). " from the ranking chart, if it shows the state.
 function rankOf(state) {
   const ranking = Chart.getChart("ranking");
   const i = ranking ? ranking.data.labels.indexOf(state) : -1;
