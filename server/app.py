@@ -5,6 +5,7 @@ from aiohttp import web
 
 from compute.dataset import Dataset
 from server.config import Settings
+from server.dashboard import add_dashboard_routes
 from server.errors import json_errors
 from server.jobs import JobService
 from server.routes import DATASET, INFO, ROUTES, SERVICE, SETTINGS
@@ -21,4 +22,5 @@ def init_app(service: JobService, dataset: Dataset, settings: Settings,
     app[SETTINGS] = settings
     app[INFO] = info or {}
     app.add_routes(ROUTES)
+    add_dashboard_routes(app)
     return app
