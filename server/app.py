@@ -8,7 +8,8 @@ from server.config import Settings
 from server.dashboard import add_dashboard_routes
 from server.errors import json_errors
 from server.jobs import JobService
-from server.routes import DATASET, INFO, ROUTES, SERVICE, SETTINGS
+from server.metrics import Metrics
+from server.routes import DATASET, INFO, METRICS, ROUTES, SERVICE, SETTINGS
 
 # Bodies are two short strings; anything much larger is a mistake or an attack.
 MAX_BODY = 64 * 1024
@@ -16,7 +17,11 @@ MAX_BODY = 64 * 1024
 
 def init_app(service: JobService, dataset: Dataset, settings: Settings,
              info: dict | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    metrics = Metrics(service)
+    # Outermost first: requests are counted with the status json_errors gave them.
+    app = web.Application(middlewares=[metrics.middleware(), json_errors],
+                          client_max_size=MAX_BODY)
+    app[METRICS] = metrics
     app[SERVICE] = service
     app[DATASET] = dataset
     app[SETTINGS] = settings

@@ -82,6 +82,10 @@ def document() -> dict:
     paths["/healthz"] = _get("healthz", "The process is alive", _OBJECT)
     paths["/readyz"] = _get("readyz", "Data loaded and accepting jobs", _OBJECT, 503)
     paths["/openapi.json"] = _get("openapi", "This document", _OBJECT)
+    paths["/metrics"] = {"get": {"operationId": "metrics",
+                                 "summary": "Prometheus metrics (text exposition format)",
+                                 "responses": {"200": {"description": "metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}}
     paths["/"] = {"get": {"operationId": "dashboard", "summary": "The dashboard page",
                           "responses": {"200": {"description": "HTML page", "content": {
                               "text/html": {"schema": {"type": "string"}}}}}}}
