@@ -39,7 +39,7 @@ def serve(settings: Settings) -> int:
               f"({exc.strerror or exc})", file=sys.stderr)
         return 2
     try:
-        try:
+        try:  # libuv's loop: less CPU per request (README "Dependencies")
             import uvloop
             runner = uvloop.run
         except ImportError:
