@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from compute import demo
-from compute.dataset import DataError, load_csv
+from compute.dataset import DataError, load_csv, release_memory
 from compute.shared import SharedDataset, reclaim_stale_segments
 from server import datasource, logsetup
 from server.app import init_app
@@ -73,6 +73,7 @@ async def _serve(settings: Settings) -> int:
         shared = SharedDataset.create(dataset)
         stack.callback(shared.release)
         dataset = shared.dataset  # the parent, too, reads the one shared copy
+        release_memory()
         service = JobService(settings.state_dir, max_queue=settings.max_queue,
                              retain=settings.max_results, fsync=settings.fsync)
         stack.callback(service.close)
