@@ -6,6 +6,7 @@ from compute.dataset import load_csv
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from server import datasource
 
+
 def test_default_demo_covers_everything(tmp_path):
     path = demo.write(tmp_path / "demo.csv")
     ds = load_csv(path)
@@ -21,10 +22,12 @@ def test_default_demo_covers_everything(tmp_path):
     header = path.read_text().splitlines()[0]
     assert header.startswith(",YearStart") and "High_Confidence_Limit ," in header
 
+
 def test_same_seed_same_file(tmp_path):
     a = demo.write(tmp_path / "a.csv", 300, seed=5).read_bytes()
     b = demo.write(tmp_path / "b.csv", 300, seed=5).read_bytes()
     assert a == b and a != demo.write(tmp_path / "c.csv", 300, seed=6).read_bytes()
+
 
 def test_data_order_falls_back_to_generated_demo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
