@@ -46,8 +46,7 @@ class JobService:
         self._drained = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
-        self.listeners: list[Callable[[str, Job | int, bool], None]] = []
-        self.recovered = 0
+        self.listeners: list[Callable[[str, Job, bool], None]] = []  # (event, job, ok)
 
     def open(self) -> list[Job]:
         """Load what earlier runs left: finished results and jobs a crash interrupted."""
@@ -58,14 +57,15 @@ class JobService:
             self.status.add_finished(job_id, finished[job_id])
         for job in recovery.unfinished:
             self.status.add_running(job.id)
-        self.recovered = len(recovery.unfinished)
+        if recovery.unfinished:
+            self._drained.clear()  # a signal during start-up must still wait for these
         self._evict()
         return recovery.unfinished
 
     def start(self, executor, unfinished: list[Job]) -> None:
         self._loop = asyncio.get_running_loop()
         self.executor = executor
-        self.accepting = True
+        self.accepting = not self.shutdown_requested.is_set()
         if unfinished:
             log.info("running again %d job(s) a previous run did not finish: ids %d-%d",
                      len(unfinished), unfinished[0].id, unfinished[-1].id,

@@ -57,6 +57,10 @@ def serve(settings: Settings) -> int:
 async def _serve(settings: Settings) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    service = JobService(settings.state_dir, max_queue=settings.max_queue,
+                         retain=settings.max_results, fsync=settings.fsync)
+    # From the first moment: a signal during start-up shuts down gracefully once up.
+    _on_signals(loop, service)
     for name in reclaim_stale_segments():
         log.warning("removed shared memory %s left by a process that no longer runs", name)
     path = datasource.resolve(settings.data)
@@ -74,8 +78,6 @@ async def _serve(settings: Settings) -> int:
         stack.callback(shared.release)
         dataset = shared.dataset  # the parent, too, reads the one shared copy
         release_memory()
-        service = JobService(settings.state_dir, max_queue=settings.max_queue,
-                             retain=settings.max_results, fsync=settings.fsync)
         stack.callback(service.close)
         unfinished = service.open()
         pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
@@ -104,7 +106,6 @@ async def _serve(settings: Settings) -> int:
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
                  settings.host, settings.port, settings.worker_count,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
-        _on_signals(loop, service)
         await service.shutdown_requested.wait()
         await service.wait_drained()
         log.info("all accepted jobs finished; serving results for %g s more",
