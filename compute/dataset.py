@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -66,6 +67,20 @@ class Dataset:
     def question_slice(self, question_code: int) -> slice:
         offsets = self.arrays["question_offsets"]
         return slice(int(offsets[question_code]), int(offsets[question_code + 1]))
+
+    @cached_property
+    def group_keys(self) -> np.ndarray:
+        """The answer key of every possible (location, category, stratification) group
+        code: "('Ohio', 'Age (years)', '18 - 24')", built once, not once per answer."""
+        return np.array([str((l, c, s)) for l in self.locations for c in self.categories
+                         for s in self.stratifications] or [""], dtype=object)
+
+    @cached_property
+    def pair_keys(self) -> np.ndarray:
+        """The same for (category, stratification), indexed by group code modulo
+        len(categories) * len(stratifications)."""
+        return np.array([str((c, s)) for c in self.categories
+                         for s in self.stratifications] or [""], dtype=object)
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {"questions": self.questions, "locations": self.locations,

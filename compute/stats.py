@@ -8,11 +8,11 @@ table the server's routes, validation and OpenAPI document are built from.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import orjson
 
 from compute.dataset import Dataset
 from compute.questions import HIGHER, LOWER
@@ -101,38 +101,25 @@ def state_diff_from_mean(ds: Dataset, q: int, s: int) -> dict:
 
 
 def _group_means(ds: Dataset, rows: slice) -> tuple[np.ndarray, np.ndarray]:
-    """(group codes, means) per (location, category, stratification) present in rows."""
+    """(group codes, means) per (location, category, stratification) present in rows,
+    in code order, which is (location, category, stratification) name order."""
+    groups = len(ds.locations) * len(ds.categories) * len(ds.stratifications)
     group = ds.arrays["group"][rows]
-    if group.size == 0:
-        return group, np.empty(0)
-    codes, inverse = np.unique(group, return_inverse=True)
-    sums = np.bincount(inverse, weights=ds.arrays["value"][rows])
-    counts = np.bincount(inverse)
-    return codes, sums / counts
-
-
-def _split_group(ds: Dataset, codes: np.ndarray):
-    n_cat, n_strat = len(ds.categories), len(ds.stratifications)
-    location, rest = np.divmod(codes, n_cat * n_strat)
-    category, stratification = np.divmod(rest, n_strat)
-    return location.tolist(), category.tolist(), stratification.tolist()
+    sums = np.bincount(group, weights=ds.arrays["value"][rows], minlength=groups)
+    counts = np.bincount(group, minlength=groups)
+    present = np.flatnonzero(counts)
+    return present, sums[present] / counts[present]
 
 
 def mean_by_category(ds: Dataset, q: int, s: None = None) -> dict:
     codes, means = _group_means(ds, ds.question_slice(q))
-    locations, categories, strats = _split_group(ds, codes)
-    L, C, S = ds.locations, ds.categories, ds.stratifications
-    # Group codes ascend in (location, category, stratification) name order already.
-    return {str((L[l], C[c], S[t])): m
-            for l, c, t, m in zip(locations, categories, strats, means.tolist())}
+    return dict(zip(ds.group_keys[codes].tolist(), means.tolist()))
 
 
 def state_mean_by_category(ds: Dataset, q: int, s: int) -> dict:
     codes, means = _group_means(ds, _state_rows(ds, q, s))
-    _, categories, strats = _split_group(ds, codes)
-    C, S = ds.categories, ds.stratifications
-    return {ds.locations[s]: {str((C[c], S[t])): m
-                              for c, t, m in zip(categories, strats, means.tolist())}}
+    pairs = codes % (len(ds.categories) * len(ds.stratifications))
+    return {ds.locations[s]: dict(zip(ds.pair_keys[pairs].tolist(), means.tolist()))}
 
 
 @dataclass(frozen=True)
@@ -161,9 +148,6 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
              "Mean per (category, stratification) of one state"),
 )}
 
-# Shortest round-trip float repr, and never NaN/Infinity: those cannot occur (empty
-# groups are omitted or null), and allow_nan=False makes sure of it.
-_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
 def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None) -> bytes:
@@ -171,4 +155,7 @@ def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None) 
     spec = ENDPOINTS[endpoint]
     q = ds.question_index[question]
     s = ds.location_index[state] if spec.needs_state else None
-    return _encoder.encode(spec.compute(ds, q, s)).encode()
+    # orjson: the shortest round-trip repr of every float, like json, but ~10x faster on
+    # the large by-category answers. NaN/Infinity cannot occur: empty groups are
+    # omitted or null.
+    return orjson.dumps(spec.compute(ds, q, s))
