@@ -65,6 +65,8 @@ class LocalPool:
         self._workers: dict[int, tuple[mp.Process, object]] = {}
         self._last_death = 0.0
         self._stopping = False
+        self.deaths = 0    # workers that died unexpectedly
+        self.reruns = 0    # jobs run again because their worker died
         self._manager: SyncManager | None = None
 
     # -- life cycle --------------------------------------------------------------
@@ -205,6 +207,7 @@ class LocalPool:
         if self._stopping and process.exitcode == 0:
             del self._workers[index]
             return
+        self.deaths += 1
         log.error("worker %d (pid %s) died with exit code %s; %d job(s) to run again",
                   index, process.pid, process.exitcode, len(lost))
         del self._workers[index]
@@ -225,6 +228,7 @@ class LocalPool:
                         f"the job stopped {attempts} worker processes and was abandoned")))
                 else:
                     again.append(job)
+        self.reruns += len(again)
         for job in again:
             self._incoming.put(job)
         if failed:

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from compute import demo
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
+from tests.support.fixtures import write_rows
+from tests.support.live import shm_segments, start_server
+
+NO_DIRECTION = "Percent of adults who eat cake for breakfast"
+
+
+def tricky_rows(seed: int) -> list[dict]:
+    """Small data with everything the statistics must get right: empty and non-numeric
+    values, exact ties between states, a state with no values for a question, a
+    question with no direction, and a stratification with commas."""
+    rng = random.Random(seed)
+    questions = [*LOWER_IS_BETTER[:2], HIGHER_IS_BETTER[0], NO_DIRECTION]
+    states = ["Alabama", "Alaska", "Guam", "National", "Ohio", "Tie One", "Tie Two", "Wyoming"]
+    strata = [("Total", "Total"), ("Age (years)", "18 - 24"),
+              ("Income", "$15,000 - $24,999"), ("Gender", "Female")]
+    rows = []
+    for question in questions:
+        for state in states:
+            for category, stratification in strata:
+                for _ in range(rng.randint(1, 3)):
+                    value = f"{rng.randint(100, 400) / 10}"
+                    if rng.random() < 0.15:
+                        value = rng.choice(["", "~", "NaN"])
+                    if state.startswith("Tie"):
+                        value = "25.5"  # two states with exactly the same mean
+                    if state == "Guam" and question == LOWER_IS_BETTER[1]:
+                        value = ""      # a known state without values for this question
+                    rows.append({"question": question, "location": state, "value": value,
+                                 "category": category, "stratification": stratification,
+                                 "year": rng.randint(2011, 2022)})
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture(scope="session")
+def demo_csv(tmp_path_factory):
+    return demo.write(tmp_path_factory.mktemp("data") / "demo.csv", count=4000, seed=3)
+
+
+@pytest.fixture(scope="session", params=[0, 1, 2])
+def tricky_csv(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tricky") / f"tricky-{request.param}.csv"
+    return write_rows(path, tricky_rows(request.param))
+
+
+@pytest.fixture
+def live(tmp_path, demo_csv):
+    """A real server process on the demo data; afterwards it must have stopped
+    cleanly and left no shared memory behind."""
+    server = start_server(tmp_path, data=demo_csv)
+    yield server
+    assert server.stop() == 0, server.text()
+    assert shm_segments(server.pid) == []

@@ -1,0 +1,116 @@
+"""An independent, deliberately naive implementation of the nine statistics (SPEC §2):
+plain Python loops over the CSV's rows, no numpy, no shared code with compute/.
+The tests check that the server agrees with it to 1e-9."""
+from __future__ import annotations
+
+import csv
+
+LOWER = {
+    "Percent of adults aged 18 years and older who have an overweight classification",
+    "Percent of adults aged 18 years and older who have obesity",
+    "Percent of adults who engage in no leisure-time physical activity",
+    "Percent of adults who report consuming fruit less than one time daily",
+    "Percent of adults who report consuming vegetables less than one time daily",
+}
+HIGHER = {
+    "Percent of adults who achieve at least 150 minutes a week of moderate-intensity "
+    "aerobic physical activity or 75 minutes a week of vigorous-intensity aerobic activity "
+    "(or an equivalent combination)",
+    "Percent of adults who achieve at least 150 minutes a week of moderate-intensity "
+    "aerobic physical activity or 75 minutes a week of vigorous-intensity aerobic physical "
+    "activity and engage in muscle-strengthening activities on 2 or more days a week",
+    "Percent of adults who achieve at least 300 minutes a week of moderate-intensity "
+    "aerobic physical activity or 150 minutes a week of vigorous-intensity aerobic activity "
+    "(or an equivalent combination)",
+    "Percent of adults who engage in muscle-strengthening activities on 2 or more days a week",
+}
+
+
+class Reference:
+    def __init__(self, path):
+        self.rows = []
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader)]
+            for cells in reader:
+                row = dict(zip(header, cells))
+                try:
+                    value = float(row["Data_Value"])
+                except ValueError:
+                    continue
+                if value != value or value in (float("inf"), float("-inf")):
+                    continue
+                self.rows.append((row["Question"], row["LocationDesc"],
+                                  row["StratificationCategory1"], row["Stratification1"],
+                                  value))
+        self.questions = sorted({r[0] for r in self.rows})
+
+    def _mean(self, keep) -> float | None:
+        total, count = 0.0, 0
+        for row in self.rows:
+            if keep(row):
+                total += row[4]
+                count += 1
+        return total / count if count else None
+
+    def states_mean(self, question):
+        states = sorted({r[1] for r in self.rows if r[0] == question})
+        means = {s: self._mean(lambda r: r[0] == question and r[1] == s) for s in states}
+        return dict(sorted(means.items(), key=lambda item: (item[1], item[0])))
+
+    def state_mean(self, question, state):
+        return {state: self._mean(lambda r: r[0] == question and r[1] == state)}
+
+    def best5(self, question):
+        ordered = list(self.states_mean(question).items())
+        if question in HIGHER:
+            ordered.sort(key=lambda item: (-item[1], item[0]))
+        return dict(ordered[:5])
+
+    def worst5(self, question):
+        ordered = list(self.states_mean(question).items())
+        if question in LOWER:
+            ordered.sort(key=lambda item: (-item[1], item[0]))
+        return dict(ordered[:5])
+
+    def global_mean(self, question):
+        return {"global_mean": self._mean(lambda r: r[0] == question)}
+
+    def diff_from_mean(self, question):
+        overall = self.global_mean(question)["global_mean"]
+        return {s: overall - m for s, m in self.states_mean(question).items()}
+
+    def state_diff_from_mean(self, question, state):
+        mean = self.state_mean(question, state)[state]
+        overall = self.global_mean(question)["global_mean"]
+        return {state: None if mean is None else overall - mean}
+
+    def mean_by_category(self, question):
+        groups = sorted({(r[1], r[2], r[3]) for r in self.rows if r[0] == question})
+        return {str(g): self._mean(lambda r: r[0] == question and (r[1], r[2], r[3]) == g)
+                for g in groups}
+
+    def state_mean_by_category(self, question, state):
+        groups = sorted({(r[2], r[3]) for r in self.rows
+                         if r[0] == question and r[1] == state})
+        return {state: {str(g): self._mean(
+            lambda r: r[0] == question and r[1] == state and (r[2], r[3]) == g)
+            for g in groups}}
+
+    def answer(self, endpoint, question, state=None):
+        method = getattr(self, endpoint)
+        return method(question, state) if endpoint.startswith("state_") else method(question)
+
+
+def assert_close(got, expected, tolerance=1e-9, where="answer"):
+    """Same keys in the same order, numbers within tolerance, None where None."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict), f"{where}: {got!r} is not an object"
+        assert list(got) == list(expected), f"{where}: keys/order differ"
+        for key in expected:
+            assert_close(got[key], expected[key], tolerance, f"{where}[{key!r}]")
+    elif expected is None:
+        assert got is None, f"{where}: expected null, got {got!r}"
+    else:
+        assert got is not None and abs(got - expected) <= tolerance, \
+            f"{where}: {got!r} != {expected!r}"

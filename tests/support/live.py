@@ -1,0 +1,131 @@
+"""A real server process for end-to-end tests: started with `python -m server serve`
+on a free loopback port, driven over HTTP exactly as an existing client does."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    state_dir: Path
+    log_file: Path
+    output: Path
+    port: int
+    args: list = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None,
+                timeout: float = 10.0, raw: bytes | None = None) -> tuple[int, dict]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.loads(error.read())
+
+    def get(self, path: str, **kw) -> tuple[int, dict]:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body=None, **kw) -> tuple[int, dict]:
+        return self.request("POST", path, body, **kw)
+
+    def ask(self, endpoint: str, poll: float = 0.2, timeout: float = 30.0, **fields):
+        """POST, then poll get_results every `poll` s until done, like existing clients."""
+        status, answer = self.post(f"/api/{endpoint}", fields)
+        assert status == 200, answer
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, result = self.get(f"/api/get_results/{answer['job_id']}")
+            assert status == 200, result
+            if result["status"] != "running":
+                return result
+            time.sleep(poll)
+        raise AssertionError(f"job {answer['job_id']} still running after {timeout} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+                raise AssertionError(f"server did not stop within {timeout} s:\n"
+                                     + self.output.read_text())
+        return self.process.returncode
+
+    def text(self) -> str:
+        """What the server printed on stdout and stderr."""
+        return self.output.read_text()
+
+
+def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: int = 2,
+                 env: dict | None = None, state_dir: Path | None = None,
+                 port: int | None = None, host: str = "127.0.0.1",
+                 ready_timeout: float = 30.0, wait_ready: bool = True) -> LiveServer:
+    port = port or free_port()
+    state_dir = state_dir or tmp_path / "state"
+    log_file = tmp_path / "webserver.log"
+    output = tmp_path / f"server-{port}-{time.monotonic_ns()}.out"
+    command = [sys.executable, "-m", "server", "serve", "--host", host, "--port", str(port),
+               "--workers", str(workers), "--state-dir", str(state_dir)]
+    if data is not None:
+        command += ["--data", str(data)]
+    command += list(args)
+    environment = {**os.environ, "LESTATS_LOG_FILE": str(log_file),
+                   "LESTATS_SHUTDOWN_LINGER": "0", **(env or {})}
+    with open(output, "wb") as sink:
+        process = subprocess.Popen(command, cwd=tmp_path, env={
+            **environment, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT)
+    server = LiveServer(f"http://127.0.0.1:{port}", process, state_dir, log_file, output,
+                        port, command)
+    if wait_ready:
+        _wait_ready(server, ready_timeout)
+    return server
+
+
+def _wait_ready(server: LiveServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n"
+                                 + server.text())
+        try:
+            if server.get("/api/info", timeout=1.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    server.stop(signal.SIGKILL)
+    raise AssertionError(f"server not ready within {timeout} s:\n" + server.text())
+
+
+def shm_segments(pid: int) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"lestats-{pid}-")]

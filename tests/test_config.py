@@ -1,0 +1,50 @@
+"""config.toml < environment < flags (SPEC §7)."""
+from __future__ import annotations
+
+import pytest
+
+from server.config import ConfigError, Settings, load_settings
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}) == Settings()
+
+
+def test_later_sources_win(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('port = 6000\nhost = "0.0.0.0"\nworkers = 3\nshutdown_linger = 1\n')
+    settings = load_settings(str(config), {"port": 7000, "host": None},
+                             environ={"LESTATS_PORT": "6500", "TP_NUM_OF_THREADS": "4",
+                                      "LESTATS_FSYNC": "true"})
+    assert (settings.port, settings.host, settings.workers) == (7000, "0.0.0.0", 4)
+    assert settings.shutdown_linger == 1.0 and settings.fsync is True
+
+
+def test_project_config_file_parses():
+    from tests.support.live import ROOT
+    assert load_settings(str(ROOT / "config.toml"), environ={}) == Settings()
+
+
+@pytest.mark.parametrize("environ, fragment", [
+    ({"LESTATS_PORT": "five"}, "port"),
+    ({"LESTATS_PORT": "70000"}, "out of range"),
+    ({"TP_NUM_OF_THREADS": "-1"}, "workers"),
+    ({"LESTATS_FSYNC": "maybe"}, "fsync"),
+])
+def test_bad_values_are_one_clear_sentence(tmp_path, monkeypatch, environ, fragment):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(environ=environ)
+
+
+def test_unknown_key_and_bad_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 'red'\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings(str(bad), environ={})
+    bad.write_text("port = \n")
+    with pytest.raises(ConfigError, match="TOML"):
+        load_settings(str(bad), environ={})
+    with pytest.raises(ConfigError, match="no such"):
+        load_settings(str(tmp_path / "missing.toml"), environ={})

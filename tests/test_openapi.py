@@ -1,0 +1,37 @@
+"""/openapi.json describes every route, and every described route exists; answers of
+the real app match the documented schemas."""
+from __future__ import annotations
+
+import re
+
+from server.openapi import document
+from server.routes import ROUTES
+from tests.support.inprocess import running_app
+
+
+def _routed() -> set[tuple[str, str]]:
+    return {(route.method.lower(), route.path) for route in ROUTES}
+
+
+def _documented() -> set[tuple[str, str]]:
+    return {(method, path) for path, item in document()["paths"].items() for method in item}
+
+
+def test_every_route_is_documented_and_every_document_entry_routed():
+    assert _routed() == _documented()
+
+
+def test_operations_name_their_answers():
+    for path, item in document()["paths"].items():
+        for method, operation in item.items():
+            assert operation["operationId"] and "200" in operation["responses"], path
+            for parameter in re.findall(r"{(\w+)}", path):
+                names = [p["name"] for p in operation.get("parameters", [])]
+                assert parameter in names, path
+
+
+async def test_served_document_is_the_same(tmp_path, demo_csv, aiohttp_client):
+    async with running_app(demo_csv, tmp_path / "s") as running:
+        client = await aiohttp_client(running.app)
+        response = await client.get("/openapi.json")
+        assert response.status == 200 and await response.json() == document()
