@@ -94,6 +94,7 @@ class Plan:
     long_poll_wait: float
     ceiling_single: bool    # also measure the ceiling with one locust process
     wrk_seconds: float
+    generator_check: bool   # rerun mixed/long/most users with other locust process counts
 
 
 def make_plan(args) -> Plan:
@@ -103,12 +104,13 @@ def make_plan(args) -> Plan:
         plan = Plan(quick=True, users=(4,), duration=2.0, warmup=0.0, processes=1,
                     workers=2, big_rows=100_000, startup_repeats=1, worker_calls=30,
                     worker_budget=0.3, max_jobs=120, long_poll_wait=5.0,
-                    ceiling_single=False, wrk_seconds=1.0)
+                    ceiling_single=False, wrk_seconds=1.0, generator_check=False)
     else:
         plan = Plan(quick=False, users=(1, 4, 16), duration=15.0, warmup=3.0,
                     processes=min(max(cpus, 2), 4), workers=cpus, big_rows=1_000_000,
                     startup_repeats=3, worker_calls=400, worker_budget=2.0, max_jobs=0,
-                    long_poll_wait=5.0, ceiling_single=True, wrk_seconds=10.0)
+                    long_poll_wait=5.0, ceiling_single=True, wrk_seconds=10.0,
+                    generator_check=True)
     for name in ("users", "duration", "warmup", "processes", "workers", "big_rows"):
         value = getattr(args, name, None)
         if value is not None:
@@ -222,12 +224,32 @@ def tree_memory(pid: int, segment_bytes: int) -> dict:
             "pss_by_pid_mb": per_process}
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, every process)."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def process_groups(server: "Server", locust_pid: int | None = None) -> dict:
+    """CPU-time readers: the server's parent, its other processes (workers, manager,
+    resource tracker), locust's processes, and everything else on the machine."""
+    helpers = server.worker_pids()
+    groups = {"server_parent": lambda: cpu_seconds([server.pid]),
+              "server_workers": lambda: cpu_seconds(helpers)}
+    if locust_pid is not None:
+        groups["locust"] = lambda: cpu_seconds(descendants(locust_pid))
+    groups["machine"] = machine_busy_seconds
+    return groups
+
+
 class CpuSampler(threading.Thread):
-    """Samples CPU seconds of named process groups every `interval` seconds."""
+    """Samples CPU seconds of named groups every `interval` seconds."""
 
     def __init__(self, groups, interval: float = 0.25):
         super().__init__(daemon=True, name="cpu-sampler")
-        self.groups = groups            # name → callable returning the pids now
+        self.groups = groups            # name → callable returning CPU seconds now
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop_event = threading.Event()
@@ -235,8 +257,7 @@ class CpuSampler(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             now = time.time()
-            self.samples.append((now, {name: cpu_seconds(pids())
-                                       for name, pids in self.groups.items()}))
+            self.samples.append((now, {name: read() for name, read in self.groups.items()}))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -251,8 +272,12 @@ class CpuSampler(threading.Thread):
         (t0, first), (t1, last) = inside[0], inside[-1]
         # A group whose processes come and go (locust workers exit at the end) can
         # lose CPU time between samples; clamp at zero rather than show a negative.
-        return {name: round(max(last[name] - first[name], 0.0) / (t1 - t0) * 100.0, 1)
-                for name in self.groups}
+        usage = {name: round(max(last[name] - first[name], 0.0) / (t1 - t0) * 100.0, 1)
+                 for name in self.groups}
+        if "machine" in usage:  # what other tenants of a shared machine used meanwhile
+            ours = sum(v for k, v in usage.items() if k != "machine")
+            usage["others"] = round(max(usage.pop("machine") - ours, 0.0), 1)
+        return usage
 
 
 # -- the server as a real process ------------------------------------------------------
@@ -483,10 +508,7 @@ def run_locust(server: Server, user_class: str, users: int, plan: Plan, workdir:
     output = open(workdir / "locust.out", "wb")
     locust = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output,
                               stderr=subprocess.STDOUT, start_new_session=True)
-    server_workers = server.worker_pids()
-    sampler = CpuSampler({"server_parent": lambda: [server.pid],
-                          "server_workers": lambda: server_workers,
-                          "locust": lambda: descendants(locust.pid)})
+    sampler = CpuSampler(process_groups(server, locust.pid))
     sampler.start()
     spy = None
     if profile is not None:
@@ -530,24 +552,31 @@ def summarise(samples_dir: Path, plan: Plan, sampler: CpuSampler, exit_code: int
     if measured.size == 0:
         measured = latency
     by_endpoint = Counter(r[0] for r, c in zip(rows, counted) if c)
+    rate = float(counted.sum()) / span
+    cpu = sampler.usage(window_start, window_end)
     return {"jobs": int(counted.sum()), "jobs_total": len(rows),
             "failures": sum(failures.values()), "failure_reasons": dict(failures),
-            "rate_per_s": round(float(counted.sum()) / span, 1), "window_s": round(span, 2),
+            "rate_per_s": round(rate, 1), "window_s": round(span, 2),
             "p50_ms": percentile_ms(measured, 50), "p99_ms": percentile_ms(measured, 99),
             "max_ms": percentile_ms(measured, 100), "latency_samples": int(measured.size),
             "by_endpoint": dict(sorted(by_endpoint.items())),
-            "cpu_percent": sampler.usage(window_start, window_end),
+            "cpu_percent": cpu, "cpu_ms_per_job": per_item(cpu, rate),
             "locust_processes_reporting": files, "locust_cpu_warning": warnings,
             "locust_exit_code": exit_code}
+
+
+def per_item(cpu: dict, rate: float) -> dict:
+    """CPU milliseconds each group spent per job (or request): % of a core ÷ rate.
+    Less sensitive to a noisy machine than the rates themselves."""
+    return {name: (round(percent * 10.0 / rate, 3) if percent is not None and rate else None)
+            for name, percent in cpu.items() if name != "others"}
 
 
 def run_wrk(server: Server, seconds: float, connections: int) -> dict | None:
     wrk = shutil.which("wrk")
     if wrk is None:
         return None
-    server_workers = server.worker_pids()
-    sampler = CpuSampler({"server_parent": lambda: [server.pid],
-                          "server_workers": lambda: server_workers})
+    sampler = CpuSampler(process_groups(server))
     sampler.start()
     started = time.time()
     try:
@@ -568,10 +597,12 @@ def run_wrk(server: Server, seconds: float, connections: int) -> dict | None:
             return None
         return round(float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)], 3)
 
-    return {"rate_per_s": float(rate.group(1)) if rate else None, "threads": 1,
+    cpu = sampler.usage(started + min(1.0, seconds / 4), time.time())
+    value = float(rate.group(1)) if rate else None
+    return {"rate_per_s": value, "threads": 1,
             "connections": connections, "seconds": seconds, "p50_ms": ms(p50),
             "p99_ms": ms(p99), "non_2xx": int(errors.group(1)) if errors else 0,
-            "cpu_percent": sampler.usage(started + min(1.0, seconds / 4), time.time())}
+            "cpu_percent": cpu, "cpu_ms_per_job": per_item(cpu, value or 0.0)}
 
 
 # -- profiling -------------------------------------------------------------------------
@@ -583,9 +614,10 @@ def start_profile(pid: int, directory: Path, duration: float):
     directory.mkdir(parents=True, exist_ok=True)
     raw = directory / "server-parent.collapsed.txt"
     # Starts after locust's start-up and the warm-up; --nonblocking does not pause
-    # the server to sample it.
+    # the server to sample it; --gil keeps only samples of the thread holding the GIL
+    # (where the parent's Python CPU time goes: the event loop or one of its threads).
     command = [spy, "record", "--pid", str(pid), "--duration", str(max(int(duration - 4), 2)),
-               "--rate", "200", "--nonblocking", "--threads", "--format", "raw",
+               "--rate", "200", "--nonblocking", "--gil", "--threads", "--format", "raw",
                "--output", str(raw)]
     time.sleep(3.0)
     return subprocess.Popen(command, stdout=subprocess.DEVNULL,
@@ -698,12 +730,42 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
                     "workload": workload, "poll": poll, "users": users, "jobs_per_s": rate,
                     "ratio_to_ceiling": round(rate / ceiling_rate, 3) if ceiling_rate else None,
                     **row, "server_memory_mb": memory})
+    results["meta"]["server_exit_codes"] = exit_codes
+    results["generator_check"] = generator_check(results, plan, datasets, workdir)
     if profile is not None:
         results["profile"] = summarise_profile(profile / "server-parent.collapsed.txt")
-    results["meta"]["server_exit_codes"] = exit_codes
+        if results["profile"] is None:
+            log(f"no profile recorded (run too short, or py-spy failed: {profile}/py-spy.log)")
     results["meta"]["loadavg_end"] = os.getloadavg()
     results["targets"] = evaluate(results, plan)
     return results
+
+
+def generator_check(results: dict, plan: Plan, datasets: dict, workdir: Path) -> list[dict]:
+    """The mixed long-poll run with the most users again, with fewer and with more
+    locust processes: if the job rate does not follow the number of load-generator
+    processes, the load generator is not what limits it."""
+    users = max(plan.users)
+    main = next(r for r in results["load"]
+                if r["workload"] == "mixed" and r["poll"] == "long" and r["users"] == users)
+    rows = [{"processes": plan.processes, "jobs_per_s": main["jobs_per_s"],
+             "p50_ms": main["p50_ms"], "p99_ms": main["p99_ms"],
+             "cpu_percent": main["cpu_percent"]}]
+    if not plan.generator_check:
+        return rows
+    for processes in sorted({1, plan.processes + 1} - {plan.processes}):
+        name = f"generator-check-{processes}p"
+        log(f"jobs: mixed-long-{users}u with {processes} locust process(es)")
+        server = Server(Path(datasets["demo"]["path"]), plan.workers, workdir / name).start()
+        try:
+            row = run_locust(server, "MixedUser", users, plan, workdir / name / "locust",
+                             poll="long", processes=processes)
+        finally:
+            results["meta"]["server_exit_codes"].append(server.stop())
+        rows.append({"processes": processes, "jobs_per_s": row["rate_per_s"],
+                     "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
+                     "cpu_percent": row["cpu_percent"]})
+    return sorted(rows, key=lambda r: r["processes"])
 
 
 def evaluate(results: dict, plan: Plan) -> list[dict]:
@@ -747,6 +809,12 @@ def fmt(value, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def cpu_cell(row: dict) -> str:
+    cpu = row.get("cpu_percent") or {}
+    return "/".join(fmt(cpu.get(k), 0) for k in ("server_parent", "server_workers",
+                                                  "locust", "others"))
+
+
 def table(results: dict) -> str:
     lines = []
     meta = results["meta"]
@@ -758,33 +826,42 @@ def table(results: dict) -> str:
                  f"{plan['processes']} process(es), FastHttpUser, {plan['duration']:g} s per "
                  f"run, first {plan['warmup']:g} s left out; load avg at start "
                  f"{meta['loadavg_start'][0]:.2f}")
+    lines.append("CPU% = percent of one core during the measured window: server parent / "
+                 "server workers+manager / locust / other tenants of the machine; "
+                 "ms/job = server parent CPU ms per job (or request)")
     lines.append("")
     c = results["ceiling"]
-    lines.append("Ceiling: trivial GET /api/num_jobs                    req/s    p50 ms   p99 ms"
-                 "   CPU% server/workers/locust")
+    lines.append(f"Ceiling: trivial GET /api/num_jobs, {c['locust']['users']} users/connections"
+                 f"{'':<6}req/s   p50 ms   p99 ms   CPU% par/wrk/loc/oth  ms/req")
     for label, row in (("locust, same set-up as the job runs", c["locust"]),
                        ("locust, one process", c.get("locust_single_process")),
                        ("wrk -t1 (load generator check)", c.get("wrk"))):
         if row is None:
             continue
-        cpu = row.get("cpu_percent") or {}
-        lines.append(f"  {label:<48} {fmt(row['rate_per_s']):>9} {fmt(row['p50_ms'], 2):>9} "
-                     f"{fmt(row['p99_ms'], 2):>8}   {fmt(cpu.get('server_parent'), 0)}/"
-                     f"{fmt(cpu.get('server_workers'), 0)}/{fmt(cpu.get('locust'), 0)}")
+        lines.append(f"  {label:<48} {fmt(row['rate_per_s']):>9} {fmt(row['p50_ms'], 2):>8} "
+                     f"{fmt(row['p99_ms'], 2):>8}   {cpu_cell(row):<18} "
+                     f"{fmt((row.get('cpu_ms_per_job') or {}).get('server_parent'), 3):>6}")
     lines.append("")
     lines.append("End-to-end jobs (POST → checked answer), demo dataset")
     lines.append(f"  {'workload':<8} {'polling':<8} {'users':>5} {'jobs':>7} {'fail':>5} "
                  f"{'jobs/s':>8} {'÷ceil':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   "
-                 f"CPU% server/workers/locust")
+                 f"{'CPU% par/wrk/loc/oth':<18} ms/job")
     for row in results["load"]:
-        cpu = row["cpu_percent"]
         lines.append(
             f"  {row['workload']:<8} {'long' if row['poll'] == 'long' else '0.2 s':<8} "
             f"{row['users']:>5} {row['jobs']:>7,} {row['failures']:>5} "
             f"{fmt(row['jobs_per_s']):>8} {fmt(row['ratio_to_ceiling'], 2):>6} "
             f"{fmt(row['p50_ms'], 2):>8} {fmt(row['p99_ms'], 2):>8} {fmt(row['max_ms'], 1):>8}   "
-            f"{fmt(cpu.get('server_parent'), 0)}/{fmt(cpu.get('server_workers'), 0)}/"
-            f"{fmt(cpu.get('locust'), 0)}")
+            f"{cpu_cell(row):<18} {fmt(row['cpu_ms_per_job'].get('server_parent'), 3):>6}")
+    check = results.get("generator_check") or []
+    if len(check) > 1:
+        lines.append("")
+        lines.append(f"Load generator check: mixed, long polling, {max(plan['users'])} users, "
+                     f"with other numbers of locust processes")
+        for row in check:
+            lines.append(f"  {row['processes']} locust process(es): {fmt(row['jobs_per_s']):>8} "
+                         f"jobs/s   p50 {fmt(row['p50_ms'], 2)} ms   p99 "
+                         f"{fmt(row['p99_ms'], 2)} ms   CPU% {cpu_cell(row)}")
     lines.append("")
     lines.append("Start-up (median of runs) and memory (sum of Pss over parent, workers, "
                  "manager: shared segment once)")
