@@ -633,21 +633,36 @@ def finish_profile(spy) -> None:
         process.wait()
 
 
+_LINE = re.compile(r":\d+\)$")
+_FILE = re.compile(r"\((.*?)(?::\d+)?\)$")
+# Frames every stack of a thread passes through: left out of the per-file shares.
+_ENTRY_FILES = {"<frozen runpy>", "server/__main__.py", "server/cli.py", "server/serve.py",
+                "asyncio/runners.py", "uvloop/__init__.py", "threading.py"}
+
+
 def summarise_profile(raw: Path, top: int = 15) -> dict | None:
+    """Shares of the samples: per thread, per function (own and inclusive time, line
+    numbers dropped) and per source file (inclusive: a stack inside logging/ counts
+    for logging/__init__.py however deep)."""
     if not raw.is_file():
         return None
-    own, inclusive, threads, total = Counter(), Counter(), Counter(), 0
+    own, inclusive, files, threads, total = Counter(), Counter(), Counter(), Counter(), 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = stack.split(";")
+        thread, *frames = stack.split(";")
+        if not frames:
+            continue
         total += n
-        threads[frames[0]] += n
-        own[frames[-1]] += n
-        for frame in set(frames[1:]):
-            inclusive[frame] += n
+        threads[re.sub(r"^thread \(\d+\): ", "", thread)] += n
+        functions = [_LINE.sub(")", f) for f in frames]
+        own[functions[-1]] += n
+        for function in set(functions):
+            inclusive[function] += n
+        for name in {m.group(1) for f in frames if (m := _FILE.search(f))} - _ENTRY_FILES:
+            files[name] += n
     if total == 0:
         return None
 
@@ -656,7 +671,7 @@ def summarise_profile(raw: Path, top: int = 15) -> dict | None:
                 for f, n in counter.most_common(top)]
 
     return {"samples": total, "threads": share(threads), "self": share(own),
-            "inclusive": share(inclusive), "file": str(raw)}
+            "inclusive": share(inclusive), "files": share(files), "file": str(raw)}
 
 
 # -- the whole run ------------------------------------------------------------------------
@@ -889,10 +904,14 @@ def table(results: dict) -> str:
     if results.get("profile"):
         lines.append("")
         profile = results["profile"]
-        lines.append(f"py-spy on the server parent ({profile['samples']} samples, mixed "
-                     f"long-poll, most users): top frames by own time")
-        for item in profile["self"][:10]:
-            lines.append(f"  {item['percent']:5.1f}%  {item['frame']}")
+        lines.append(f"py-spy --gil on the server parent ({profile['samples']} samples, "
+                     f"mixed long-poll, most users): share of the GIL-holding samples")
+        lines.append("  by thread: " + ", ".join(f"{t['frame']} {t['percent']:.0f}%"
+                                                 for t in profile["threads"]))
+        lines.append(f"  {'own time':<58} inclusive, by source file")
+        for mine, theirs in zip(profile["self"][:12], profile["files"][:12]):
+            lines.append(f"  {mine['percent']:5.1f}%  {mine['frame'][:48]:<50} "
+                         f"{theirs['percent']:5.1f}%  {theirs['frame'][-40:]}")
     lines.append("")
     lines.append("Targets")
     for target in results["targets"]:
