@@ -311,6 +311,13 @@ class Server:
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                         stdout=self._stderr, stderr=subprocess.STDOUT,
                                         start_new_session=True)
+        try:
+            return self._wait_ready(timeout)
+        except BaseException:  # also Ctrl-C: never leave a server behind
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> "Server":
         deadline = self.started + timeout
         while True:
             if self.process.poll() is not None:
@@ -325,7 +332,6 @@ class Server:
             except (OSError, ValueError):
                 pass
             if time.perf_counter() > deadline:
-                self.stop()
                 raise RuntimeError(f"the server was not ready within {timeout:g} s:\n"
                                    f"{self.log_tail()}")
             time.sleep(0.005)
@@ -519,6 +525,10 @@ def run_locust(server: Server, user_class: str, users: int, plan: Plan, workdir:
         log(f"locust did not finish in time; stopping its process group {locust.pid}")
         os.killpg(locust.pid, signal.SIGKILL)
         locust.wait(10)
+    except BaseException:  # Ctrl-C: locust runs in its own session, stop it too
+        os.killpg(locust.pid, signal.SIGKILL)
+        locust.wait(10)
+        raise
     finally:
         sampler.stop()
         output.close()
