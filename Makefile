@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+WEB_STAMP := web/node_modules/.stamp
+
+.PHONY: run test bench clean fetch web chromium
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +21,27 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.runtime
+# The dashboard's chart library, pinned in web/package-lock.json; installed again
+# whenever the lock changes. The app serves it itself (no CDN).
+$(WEB_STAMP): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web: $(WEB_STAMP)
+
+# Debian's Chromium for tests/browser/, installed only when it is absent.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+run: $(VENV)/.runtime $(WEB_STAMP)
 	$(BIN)/lestats serve
 
-test: $(VENV)/.dev
+test: $(VENV)/.dev $(WEB_STAMP) chromium
 	$(BIN)/python -m pytest -q
 
+# The real CDC dataset, into data/cache/ (README "Using the data").
+fetch: $(VENV)/.runtime
+	$(BIN)/lestats data fetch
+
 clean:
-	rm -rf $(VENV) results webserver.log*
+	rm -rf $(VENV) results webserver.log* web/node_modules

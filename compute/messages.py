@@ -24,11 +24,14 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """`body` is the complete JSON body get_results answers with, encoded once."""
+    """`body` is the complete JSON body get_results answers with, encoded once; None
+    when the worker has already sent the same body for the same question (see
+    compute.worker.JobRunner.report). `stored` is False when it could not be persisted."""
     id: int
     ok: bool
-    body: bytes
+    body: bytes | None
     detail: str = ""  # traceback text for the parent's log when not ok; never sent to clients
+    stored: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import traceback
+from typing import Protocol
 
 from compute.messages import Batch, Done, Job, Outcome, Taken
 from compute.shared import SharedDataset, SharedHandle
@@ -39,6 +40,13 @@ def error_body(reason: str) -> bytes:
     return json.dumps({"status": "error", "reason": reason}).encode()
 
 
+class ResultSink(Protocol):
+    """Where a worker puts each outcome before reporting it (server.results.ResultFiles:
+    one file per job id). compute/ only knows that it must be durable before Done."""
+
+    def write(self, job_id: int, ok: bool, body: bytes) -> None: ...
+
+
 class JobRunner:
     """Answers jobs against one dataset, memoising bodies: answers never change while
     the dataset is loaded, and popular questions are asked again and again."""
@@ -47,9 +55,10 @@ class JobRunner:
         self._shared = shared  # owns the mapping: the arrays die with it
         self.dataset = shared.dataset
         self._cache: dict[tuple, bytes] = {}
+        self._sent: set[tuple] = set()
 
     def run(self, job: Job) -> Outcome:
-        key = (job.endpoint, job.question, job.state)
+        key = job_key(job)
         body = self._cache.get(key)
         if body is not None:
             return Outcome(job.id, True, body)
@@ -61,11 +70,37 @@ class JobRunner:
         body = b'{"status": "done", "data": ' + data + b"}"
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
+            self._sent.clear()
         self._cache[key] = body
         return Outcome(job.id, True, body)
 
+    def report(self, job: Job, outcome: Outcome) -> Outcome:
+        """The outcome as sent to the parent: a body this worker has sent before for the
+        same question is left out (the parent keeps it by job_key; the file has it)."""
+        if not outcome.ok:
+            return outcome
+        key = job_key(job)
+        if key in self._sent:
+            return Outcome(outcome.id, True, None)
+        self._sent.add(key)
+        return outcome
 
-def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int) -> None:
+
+def job_key(job: Job) -> tuple:
+    return (job.endpoint, job.question, job.state)
+
+
+def _persist(sink: ResultSink, outcome: Outcome) -> Outcome:
+    try:
+        sink.write(outcome.id, outcome.ok, outcome.body)
+        return outcome
+    except OSError as exc:
+        return Outcome(outcome.id, False, error_body("the result could not be stored"),
+                       f"writing the result failed: {exc}", stored=False)
+
+
+def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int,
+         sink: ResultSink) -> None:
     """Entry point of a worker process (index names it in the parent's bookkeeping)."""
     quiet_child()
     runner = JobRunner(SharedDataset.attach(handle))
@@ -82,6 +117,8 @@ def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int) -> None:
             return
         try:
             conn.send(Taken(index, tuple(job.id for job in batch.jobs)))
-            conn.send(Done(index, tuple(runner.run(job) for job in batch.jobs)))
+            outcomes = [_persist(sink, runner.run(job)) for job in batch.jobs]
+            conn.send(Done(index, tuple(runner.report(job, outcome)
+                                        for job, outcome in zip(batch.jobs, outcomes))))
         except (BrokenPipeError, EOFError, OSError):
             return

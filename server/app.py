@@ -5,9 +5,11 @@ from aiohttp import web
 
 from compute.dataset import Dataset
 from server.config import Settings
+from server.dashboard import add_dashboard_routes
 from server.errors import json_errors
 from server.jobs import JobService
-from server.routes import DATASET, INFO, ROUTES, SERVICE, SETTINGS
+from server.metrics import Metrics
+from server.routes import DATASET, INFO, METRICS, ROUTES, SERVICE, SETTINGS
 
 # Bodies are two short strings; anything much larger is a mistake or an attack.
 MAX_BODY = 64 * 1024
@@ -15,10 +17,15 @@ MAX_BODY = 64 * 1024
 
 def init_app(service: JobService, dataset: Dataset, settings: Settings,
              info: dict | None = None) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY)
+    metrics = Metrics(service)
+    # Outermost first: requests are counted with the status json_errors gave them.
+    app = web.Application(middlewares=[metrics.middleware(), json_errors],
+                          client_max_size=MAX_BODY)
+    app[METRICS] = metrics
     app[SERVICE] = service
     app[DATASET] = dataset
     app[SETTINGS] = settings
     app[INFO] = info or {}
     app.add_routes(ROUTES)
+    add_dashboard_routes(app)
     return app

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from compute import demo
+from server import client_cli
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -44,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
     serve.add_argument("--state-dir", help="job journal and results (default ./results)")
     serve.set_defaults(run=_serve)
+    client_cli.add_ask_parser(commands)
 
     data = commands.add_parser("data", help="make or get data to serve")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -52,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     make_demo.add_argument("--rows", type=int, default=demo.DEFAULT_ROWS)
     make_demo.add_argument("--seed", type=int, default=0)
     make_demo.set_defaults(run=_demo)
+    client_cli.add_fetch_parser(data_commands)
     return top
 
 

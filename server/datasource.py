@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from compute import demo
+from server.fetch import default_cache_path
 
 PROJECT = Path(__file__).resolve().parents[1]
 SUBSET = Path("nutrition_activity_obesity_usa_subset.csv")
-FETCHED = PROJECT / "data" / "cache" / "nutrition_activity_obesity.csv"
+FETCHED = default_cache_path()
 DEMO = PROJECT / "data" / "demo" / "nutrition_activity_obesity_demo.csv"
 
 

@@ -2,9 +2,9 @@
 
 accept():  id from the status table → journal line on disk → status "running" →
            the executor. The client's 200 {"job_id"} follows only after all of that.
-outcomes:  the executor's thread writes each result file (atomically), then hands the
-           ids to the event loop, which marks them done and wakes long-pollers: a job
-           is never "done" before its result is on disk.
+outcomes:  the worker writes each result file (atomically) before it reports the job;
+           the event loop then marks it done and wakes long-pollers: a job is never
+           "done" before its result is on disk.
 shutdown:  stop accepting, wait until every accepted job has finished, stop the
            executor; the caller then lingers and releases the shared memory.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from compute.messages import Job, Outcome
+from compute.worker import job_key
 from server import logsetup
 from server.journal import JobJournal
 from server.results import ResultStore
@@ -45,8 +46,7 @@ class JobService:
         self._drained = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
-        self.listeners: list[Callable[[str, Job | int, bool], None]] = []
-        self.recovered = 0
+        self.listeners: list[Callable[[str, Job, bool], None]] = []  # (event, job, ok)
 
     def open(self) -> list[Job]:
         """Load what earlier runs left: finished results and jobs a crash interrupted."""
@@ -57,17 +57,19 @@ class JobService:
             self.status.add_finished(job_id, finished[job_id])
         for job in recovery.unfinished:
             self.status.add_running(job.id)
-        self.recovered = len(recovery.unfinished)
+        if recovery.unfinished:
+            self._drained.clear()  # a signal during start-up must still wait for these
         self._evict()
         return recovery.unfinished
 
     def start(self, executor, unfinished: list[Job]) -> None:
         self._loop = asyncio.get_running_loop()
         self.executor = executor
-        self.accepting = True
+        self.accepting = not self.shutdown_requested.is_set()
         if unfinished:
-            log.warning("running again %d job(s) a previous run did not finish: ids %d-%d",
-                        len(unfinished), unfinished[0].id, unfinished[-1].id)
+            log.info("running again %d job(s) a previous run did not finish: ids %d-%d",
+                     len(unfinished), unfinished[0].id, unfinished[-1].id,
+                     extra=logsetup.CONSOLE)
             executor.submit(unfinished)
 
     def accept(self, endpoint: str, question: str, state: str | None) -> Job:
@@ -87,27 +89,16 @@ class JobService:
             listener("submitted", job, True)
         return job
 
-    def on_done(self, outcomes: list[Outcome]) -> None:
-        """Executor thread: persist, then let the event loop publish."""
-        finished = []
-        for outcome in outcomes:
-            try:
-                self.results.write(outcome.id, outcome.ok, outcome.body)
-            except OSError:
-                log.exception("job_id=%d: cannot write its result", outcome.id)
-                continue  # stays running; a restart runs it again
+    def on_done(self, finished: list[tuple[Job, Outcome]]) -> None:
+        """Event loop: the workers have written these results; publish them."""
+        for job, outcome in finished:
             if outcome.detail:
-                log.error("job_id=%d failed in the worker:\n%s", outcome.id, outcome.detail)
-            finished.append((outcome.id, outcome.ok))
-        if finished:
-            self._loop.call_soon_threadsafe(self._publish, finished)
-
-    def _publish(self, finished: list[tuple[int, bool]]) -> None:
-        for job_id, ok in finished:
-            if self.status.finish(job_id, ok):
-                log.info("job_id=%d %s", job_id, "done" if ok else "error")
+                log.error("job_id=%d failed: %s", outcome.id, outcome.detail)
+            if self.status.finish(job.id, outcome.ok):
+                self.results.remember(job.id, job_key(job), outcome.body)
+                log.info("job_id=%d %s", job.id, "done" if outcome.ok else "error")
                 for listener in self.listeners:
-                    listener("finished", job_id, ok)
+                    listener("finished", job, outcome.ok)
         self._evict()
         if not self.accepting and self.status.running_count == 0:
             self._drained.set()

@@ -17,7 +17,8 @@ def _errors(*codes: int) -> dict:
     texts = {400: "invalid request", 401: "missing or wrong admin token",
              403: "admin action from a non-loopback client", 404: "not found",
              410: "the job's result was evicted", 413: "request body too large",
-             503: "shutting down, or the job queue is full (see Retry-After)"}
+             503: "shutting down, the job queue is full (see Retry-After), "
+                  "or the chart library is not installed"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
 
 
@@ -81,6 +82,18 @@ def document() -> dict:
     paths["/healthz"] = _get("healthz", "The process is alive", _OBJECT)
     paths["/readyz"] = _get("readyz", "Data loaded and accepting jobs", _OBJECT, 503)
     paths["/openapi.json"] = _get("openapi", "This document", _OBJECT)
+    paths["/metrics"] = {"get": {"operationId": "metrics",
+                                 "summary": "Prometheus metrics (text exposition format)",
+                                 "responses": {"200": {"description": "metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}}
+    paths["/"] = {"get": {"operationId": "dashboard", "summary": "The dashboard page",
+                          "responses": {"200": {"description": "HTML page", "content": {
+                              "text/html": {"schema": {"type": "string"}}}}}}}
+    paths["/static/{name}"] = {"get": {
+        "operationId": "static", "summary": "The dashboard's script, style and chart library",
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the file"}, **_errors(404, 503)}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Le Stats Sportif", "version": "1.0.0",

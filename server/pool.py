@@ -1,29 +1,31 @@
 """Dispatch of jobs to worker processes, behind a small interface.
 
-`Executor` is all the rest of the server knows: submit jobs (from the event loop,
-never blocking), get outcomes through a callback (from a pool thread), stop. LocalPool
-implements it with TP_NUM_OF_THREADS worker processes on this machine; a distributed
-executor could replace it without touching compute/ or the routes.
+`Executor` is all the rest of the server knows: start it in the event loop, submit
+jobs (never blocking), get outcomes through a callback in the event loop, stop it. A
+distributed executor could replace LocalPool without touching compute/ or the routes.
 
-LocalPool, like CPython's ProcessPoolExecutor, owns two threads:
-- the dispatcher moves jobs from an in-process queue into the manager queue, in
-  batches (one manager round trip per batch, not per job) sized to spread the
-  backlog over all workers;
-- the collector waits on every worker's pipe and process sentinel at once. Workers
-  report `Taken` when they pick up a batch and `Done` with the outcomes, so when a
-  worker dies the collector knows exactly which jobs died with it: it runs them again
-  on a replacement worker, or gives up on a job after it has killed MAX_ATTEMPTS
-  workers (a poison job must not take the pool down).
+LocalPool runs TP_NUM_OF_THREADS worker processes on this machine:
+- Jobs submitted during one turn of the event loop are handed together to the
+  dispatcher thread, which puts them into the manager queue in batches (one manager
+  round trip per batch, not per job) sized to spread the backlog over all workers.
+  The thread exists because a manager queue's put() is a blocking round trip.
+- Each worker reports on its own pipe: `Taken` when it picks up a batch, then `Done`
+  once the results are written. The pipes and the processes' sentinels are watched by
+  the event loop itself (add_reader), so an outcome reaches the status table without
+  a thread hand-off.
+- When a worker dies, its sentinel fires: the jobs it had taken are run again on a
+  replacement worker, or fail after they have been running in MAX_ATTEMPTS workers
+  that died (a poison job must not take the pool down).
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import multiprocessing as mp
 import os
 import queue
 import threading
 import time
-from multiprocessing.connection import wait
 from multiprocessing.managers import SyncManager
 from typing import Callable, Iterable, Protocol
 
@@ -31,46 +33,52 @@ from compute import worker
 from compute.messages import Batch, Done, Job, Outcome, Taken
 from compute.shared import SharedHandle
 from server import logsetup
+from server.results import ResultFiles
 
 log = logsetup.get("pool")
 
 MAX_ATTEMPTS = 3
 MAX_BATCH = 64
-_TICK = 0.5
-_STOP = object()
+SWEEP_SECONDS = 0.5
+_STOP = None
+
+# Called in the event loop with (job, outcome) pairs.
+OnDone = Callable[[list[tuple[Job, Outcome]]], None]
 
 
 class Executor(Protocol):
     def start(self) -> None: ...
     def submit(self, jobs: Iterable[Job]) -> None: ...
-    def stop(self, timeout: float = 10.0) -> None: ...
+    async def stop(self, timeout: float = 10.0) -> None: ...
     def pids(self) -> dict: ...
 
 
-OnDone = Callable[[list[Outcome]], None]
-
-
 class LocalPool:
-    def __init__(self, handle: SharedHandle, workers: int, on_done: OnDone):
+    def __init__(self, handle: SharedHandle, workers: int, files: ResultFiles,
+                 on_done: OnDone):
         self._handle = handle
         self._count = workers
+        self._files = files
         self._on_done = on_done
         self._ctx = mp.get_context("spawn")
-        self._incoming: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._incoming: queue.SimpleQueue = queue.SimpleQueue()  # lists of jobs
+        self._pending: list[Job] = []
         self._inflight: dict[int, Job] = {}      # submitted, not yet finished
-        self._queued: dict[int, float] = {}       # id → time it went into the manager queue
-        self._owned: dict[int, set[int]] = {}     # worker index → ids it has taken
+        self._queued: dict[int, float] = {}      # id → when it went to the manager queue
+        self._owned: dict[int, set[int]] = {}    # worker index → ids it has taken
         self._attempts: dict[int, int] = {}
-        self._workers: dict[int, tuple[mp.Process, object]] = {}
+        self._workers: dict[int, mp.Process] = {}
+        self._pipes: dict[int, object] = {}
+        self._lock = threading.Lock()            # _queued is shared with the dispatcher
         self._last_death = 0.0
+        self._suspects: set[int] = set()
         self._stopping = False
         self.deaths = 0    # workers that died unexpectedly
         self.reruns = 0    # jobs run again because their worker died
-        self._manager: SyncManager | None = None
 
     # -- life cycle --------------------------------------------------------------
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._manager = SyncManager(ctx=self._ctx)
         self._manager.start(initializer=worker.quiet_child)
         # Bounded: batches wait in our own queue (cheap) rather than in the manager.
@@ -79,25 +87,36 @@ class LocalPool:
             self._spawn(index)
         self._dispatcher = threading.Thread(target=self._dispatch, name="pool-dispatcher",
                                             daemon=True)
-        self._collector = threading.Thread(target=self._collect, name="pool-collector",
-                                           daemon=True)
         self._dispatcher.start()
-        self._collector.start()
+        self._sweeper = self._loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _spawn(self, index: int) -> None:
         receiver, sender = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=worker.main, name=f"lestats-worker-{index}", daemon=True,
-            args=(index, self._handle, self._jobs, sender, os.getpid()))
+            args=(index, self._handle, self._jobs, sender, os.getpid(), self._files))
         process.start()
-        sender.close()  # the child holds the only writer: EOF when it dies
-        self._workers[index] = (process, receiver)
+        sender.close()  # the child holds the only writer
+        self._workers[index], self._pipes[index] = process, receiver
         self._owned[index] = set()
+        self._loop.add_reader(receiver.fileno(), self._receive, index)
+        # add_reader (libuv) makes the fd non-blocking, but Connection.recv() expects a
+        # blocking fd: a message larger than the pipe buffer would fail half-read. The
+        # rest of a message is always on its way, so the loop waits microseconds at most.
+        os.set_blocking(receiver.fileno(), True)
+        self._loop.add_reader(process.sentinel, self._worker_died, index)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the workers (blocking). Call after every submitted job has finished."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the workers. Call after every submitted job has finished."""
         self._stopping = True
+        self._sweeper.cancel()
         self._incoming.put(_STOP)
+        await self._loop.run_in_executor(None, self._stop_blocking, timeout)
+        for index in list(self._workers):
+            self._forget(index)
+        self._manager.shutdown()
+
+    def _stop_blocking(self, timeout: float) -> None:
         self._dispatcher.join(timeout)
         try:
             for _ in self._workers:
@@ -105,159 +124,166 @@ class LocalPool:
         except (queue.Full, OSError, EOFError):
             pass
         deadline = time.monotonic() + timeout
-        for process, _ in list(self._workers.values()):
+        for process in list(self._workers.values()):
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join(1.0)
-        self._collector.join(timeout)
-        if self._manager is not None:
-            self._manager.shutdown()
 
     def pids(self) -> dict:
         manager = getattr(self._manager, "_process", None)
-        return {"workers": [p.pid for p, _ in self._workers.values()],
+        return {"workers": [p.pid for p in self._workers.values()],
                 "manager": manager.pid if manager else None}
 
     # -- submission ----------------------------------------------------------------
     def submit(self, jobs: Iterable[Job]) -> None:
-        with self._lock:
-            for job in jobs:
-                self._inflight[job.id] = job
-                self._incoming.put(job)
+        """Event loop only. Jobs of one loop turn wake the dispatcher once."""
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        for job in jobs:
+            self._inflight[job.id] = job
+            self._pending.append(job)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._incoming.put(pending)
 
     def _dispatch(self) -> None:
+        """Dispatcher thread: lists of jobs in, batches into the manager queue."""
         while True:
-            first = self._incoming.get()
-            if first is _STOP:
+            jobs = self._incoming.get()
+            if jobs is _STOP:
                 return
-            # Batch what is waiting, but leave work for every worker.
-            limit = min(MAX_BATCH, max(1, math.ceil(self._incoming.qsize() / self._count)))
-            batch = [first]
-            while len(batch) < limit:
+            while True:  # take whatever else is already waiting
                 try:
-                    job = self._incoming.get_nowait()
+                    more = self._incoming.get_nowait()
                 except queue.Empty:
                     break
-                if job is _STOP:
+                if more is _STOP:
                     self._incoming.put(_STOP)
                     break
-                batch.append(job)
-            now = time.monotonic()
-            with self._lock:
-                for job in batch:
-                    self._queued[job.id] = now
-            try:
-                self._jobs.put(Batch(tuple(batch)))
-            except (OSError, EOFError):
-                return  # the manager is gone: we are stopping
+                jobs.extend(more)
+            size = min(MAX_BATCH, max(1, math.ceil(len(jobs) / max(1, self._count))))
+            for start in range(0, len(jobs), size):
+                batch = jobs[start:start + size]
+                now = time.monotonic()
+                with self._lock:
+                    for job in batch:
+                        self._queued[job.id] = now
+                try:
+                    self._jobs.put(Batch(tuple(batch)))
+                except (OSError, EOFError):
+                    return  # the manager is gone: we are stopping
 
-    # -- collection ----------------------------------------------------------------
-    def _collect(self) -> None:
-        suspects: set[int] = set()
-        while not (self._stopping and not any(p.is_alive() for p, _ in self._workers.values())):
-            readers = {receiver: index for index, (_, receiver) in self._workers.items()}
-            sentinels = {process.sentinel: index
-                         for index, (process, _) in self._workers.items()}
-            for ready in wait([*readers, *sentinels], timeout=_TICK):
-                if ready in readers:
-                    self._receive(readers[ready])
-                elif ready in sentinels:
-                    self._worker_died(sentinels[ready])
-            suspects = self._sweep(suspects)
-
+    # -- collection (event loop) -------------------------------------------------------
     def _receive(self, index: int) -> None:
-        _, receiver = self._workers[index]
+        # Read every message already in the pipe (a Taken and its Done often arrive
+        # together), then go back to the loop.
+        pipe = self._pipes[index]
         try:
-            message = receiver.recv()
+            while pipe.poll():
+                self._handle_message(index, pipe.recv())
+                if index not in self._pipes:
+                    return
         except (EOFError, OSError):
-            return  # its sentinel will report the death
-        self._handle_message(index, message)
+            self._loop.remove_reader(pipe.fileno())  # its sentinel reports the death
 
     def _handle_message(self, index: int, message) -> None:
         if isinstance(message, Taken):
             with self._lock:
                 for job_id in message.ids:
                     self._queued.pop(job_id, None)
-                self._owned[index].update(message.ids)
+            self._owned[index].update(message.ids)
         elif isinstance(message, Done):
-            with self._lock:
-                fresh = [o for o in message.outcomes if self._inflight.pop(o.id, None)]
-                for outcome in message.outcomes:
-                    self._owned[index].discard(outcome.id)
-                    self._attempts.pop(outcome.id, None)
-            if fresh:
-                self._on_done(fresh)
+            finished = []
+            for outcome in message.outcomes:
+                self._owned[index].discard(outcome.id)
+                self._attempts.pop(outcome.id, None)
+                job = self._inflight.pop(outcome.id, None)
+                if job is not None:  # else a duplicate run's outcome: the first counted
+                    finished.append((job, outcome))
+            if finished:
+                self._on_done(finished)
 
     def _worker_died(self, index: int) -> None:
-        process, receiver = self._workers[index]
+        process, pipe = self._workers[index], self._pipes[index]
         process.join()
-        while True:  # what it managed to send before dying still counts
+        while True:  # what it sent before dying still counts
             try:
-                if not receiver.poll():
+                if not pipe.poll():
                     break
-                self._handle_message(index, receiver.recv())
+                self._handle_message(index, pipe.recv())
             except (EOFError, OSError):
                 break
-        receiver.close()
-        with self._lock:
-            lost = [self._inflight[i] for i in sorted(self._owned.pop(index, ()))
-                    if i in self._inflight]
-        self._last_death = time.monotonic()
-        if self._stopping and process.exitcode == 0:
-            del self._workers[index]
+        lost = [self._inflight[i] for i in sorted(self._owned.get(index, ()))
+                if i in self._inflight]
+        self._forget(index)
+        if self._stopping:
             return
         self.deaths += 1
+        self._last_death = time.monotonic()
         log.error("worker %d (pid %s) died with exit code %s; %d job(s) to run again",
                   index, process.pid, process.exitcode, len(lost))
-        del self._workers[index]
-        if not self._stopping:
-            self._spawn(index)
+        self._spawn(index)
         self._retry(lost)
+
+    def _forget(self, index: int) -> None:
+        process, pipe = self._workers.pop(index), self._pipes.pop(index)
+        self._owned.pop(index, None)
+        self._loop.remove_reader(pipe.fileno())
+        self._loop.remove_reader(process.sentinel)
+        pipe.close()
 
     def _retry(self, jobs: list[Job]) -> None:
         again, failed = [], []
-        with self._lock:
-            for job in jobs:
-                attempts = self._attempts.get(job.id, 0) + 1
-                self._attempts[job.id] = attempts
-                if attempts >= MAX_ATTEMPTS:
-                    self._inflight.pop(job.id, None)
-                    self._attempts.pop(job.id, None)
-                    failed.append(Outcome(job.id, False, worker.error_body(
-                        f"the job stopped {attempts} worker processes and was abandoned")))
-                else:
-                    again.append(job)
+        for job in jobs:
+            attempts = self._attempts.get(job.id, 0) + 1
+            self._attempts[job.id] = attempts
+            if attempts < MAX_ATTEMPTS:
+                again.append(job)
+                continue
+            self._inflight.pop(job.id, None)
+            self._attempts.pop(job.id, None)
+            body = worker.error_body(f"the job was running in {attempts} worker processes "
+                                     "that died; it was abandoned")
+            try:
+                self._files.write(job.id, False, body)
+                failed.append((job, Outcome(job.id, False, body)))
+            except OSError as exc:
+                failed.append((job, Outcome(job.id, False, body, str(exc), stored=False)))
         self.reruns += len(again)
-        for job in again:
-            self._incoming.put(job)
+        if again:
+            self.submit(again)
         if failed:
             self._on_done(failed)
 
-    def _sweep(self, suspects: set[int]) -> set[int]:
+    def _sweep(self) -> None:
         """Find jobs a worker took from the manager queue but died before reporting.
 
         Such a job is neither owned nor still in the queue. It can only exist after a
         death, so look only then, and only at jobs that stay unaccounted for over two
-        ticks while the queue is empty (a live worker reports within microseconds).
+        sweeps while the queue is empty (a live worker reports within microseconds).
         Running a job twice is harmless: only the first outcome counts.
         """
+        self._sweeper = self._loop.call_later(SWEEP_SECONDS, self._sweep)
         if not self._last_death or self._stopping:
-            return set()
+            return
         try:
-            if self._jobs.qsize() > 0:
-                return set()
+            if self._jobs.qsize() > 0 or not self._incoming.empty():
+                self._suspects = set()
+                return
         except (OSError, EOFError):
-            return set()
+            return
         with self._lock:
             stale = {i for i, since in self._queued.items() if since < self._last_death}
-            lost = [self._inflight[i] for i in stale & suspects if i in self._inflight]
-            for job in lost:
-                self._queued.pop(job.id, None)
+            lost_ids = stale & self._suspects
+            for job_id in lost_ids:
+                del self._queued[job_id]
+        lost = [self._inflight[i] for i in sorted(lost_ids) if i in self._inflight]
         if lost:
             log.error("%d job(s) were taken by a worker that died; running them again",
                       len(lost))
             self._retry(lost)
+        self._suspects = stale - lost_ids
         if not stale:
             self._last_death = 0.0
-        return stale - {job.id for job in lost}

@@ -18,6 +18,7 @@ from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error
 from server.jobs import JobService, QueueFull, ShuttingDown
+from server.metrics import Metrics
 from server.openapi import document
 
 log = logsetup.get("http")
@@ -26,6 +27,7 @@ SERVICE = web.AppKey("service", JobService)
 DATASET = web.AppKey("dataset", Dataset)
 SETTINGS = web.AppKey("settings", Settings)
 INFO = web.AppKey("info", dict)
+METRICS = web.AppKey("metrics", Metrics)
 
 MAX_WAIT = 30.0
 RETRY_AFTER = "1"
@@ -143,6 +145,10 @@ async def readyz(request: web.Request) -> web.Response:
     return error(503, "shutting down")
 
 
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].exposition()
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document())
 
@@ -158,5 +164,6 @@ ROUTES = [
     web.get("/api/states", states),
     web.get("/healthz", healthz),
     web.get("/readyz", readyz),
+    web.get("/metrics", metrics),
     web.get("/openapi.json", openapi),
 ]

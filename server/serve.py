@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 
 from aiohttp import web
 
 from compute import demo
-from compute.dataset import DataError, load_csv
+from compute.dataset import DataError, load_csv, release_memory
 from compute.shared import SharedDataset, reclaim_stale_segments
 from server import datasource, logsetup
 from server.app import init_app
@@ -23,7 +24,6 @@ from server.jobs import JobService
 from server.pool import LocalPool
 
 log = logsetup.get("serve")
-ACCESS_FORMAT = '%a "%r" %s %b %Tfs'
 
 
 class StartupError(Exception):
@@ -32,9 +32,14 @@ class StartupError(Exception):
 
 def serve(settings: Settings) -> int:
     """Run until shut down; the process exit code."""
-    listener = logsetup.configure(settings.log_file)
     try:
-        try:
+        writer = logsetup.configure(settings.log_file)
+    except OSError as exc:
+        print(f"lestats: cannot open the log file {settings.log_file} "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    try:
+        try:  # libuv's loop: less CPU per request (README "Dependencies")
             import uvloop
             runner = uvloop.run
         except ImportError:
@@ -46,12 +51,16 @@ def serve(settings: Settings) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        listener.stop()
+        writer.stop()
 
 
 async def _serve(settings: Settings) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    service = JobService(settings.state_dir, max_queue=settings.max_queue,
+                         retain=settings.max_results, fsync=settings.fsync)
+    # From the first moment: a signal during start-up shuts down gracefully once up.
+    _on_signals(loop, service)
     for name in reclaim_stale_segments():
         log.warning("removed shared memory %s left by a process that no longer runs", name)
     path = datasource.resolve(settings.data)
@@ -68,13 +77,13 @@ async def _serve(settings: Settings) -> int:
         shared = SharedDataset.create(dataset)
         stack.callback(shared.release)
         dataset = shared.dataset  # the parent, too, reads the one shared copy
-        service = JobService(settings.state_dir, max_queue=settings.max_queue,
-                             retain=settings.max_results, fsync=settings.fsync)
+        release_memory()
         stack.callback(service.close)
         unfinished = service.open()
-        pool = LocalPool(shared.handle, settings.worker_count, service.on_done)
+        pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
+                         service.on_done)
         pool.start()
-        stack.push_async_callback(loop.run_in_executor, None, pool.stop)
+        stack.push_async_callback(pool.stop)
         service.start(pool, unfinished)
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
@@ -83,7 +92,8 @@ async def _serve(settings: Settings) -> int:
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)
-        runner = web.AppRunner(app, handle_signals=False, access_log_format=ACCESS_FORMAT)
+        runner = web.AppRunner(app, handle_signals=False,
+                               access_log_class=logsetup.AccessLogger)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
@@ -96,7 +106,6 @@ async def _serve(settings: Settings) -> int:
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
                  settings.host, settings.port, settings.worker_count,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
-        _on_signals(loop, service)
         await service.shutdown_requested.wait()
         await service.wait_drained()
         log.info("all accepted jobs finished; serving results for %g s more",

@@ -96,7 +96,7 @@ async def test_unknown_question_and_state_suggest(api):
 
 async def test_unknown_route_and_wrong_method(api):
     await _error(await api.get("/api/nothing"), 404)
-    await _error(await api.get("/"), 404)
+    await _error(await api.get("/nothing"), 404)
     await _error(await api.post("/api/jobs"), 405)
     await _error(await api.get("/api/best5"), 405)
 

@@ -10,7 +10,15 @@ from tests.support.inprocess import running_app
 
 
 def _routed() -> set[tuple[str, str]]:
-    return {(route.method.lower(), route.path) for route in ROUTES}
+    """Every route the real application registers (the API table and the dashboard)."""
+    from aiohttp import web
+
+    from server.dashboard import add_dashboard_routes
+    app = web.Application()
+    app.add_routes(ROUTES)
+    add_dashboard_routes(app)
+    return {(route.method.lower(), route.resource.canonical) for route in app.router.routes()
+            if route.method != "HEAD"}
 
 
 def _documented() -> set[tuple[str, str]]:
@@ -35,3 +43,6 @@ async def test_served_document_is_the_same(tmp_path, demo_csv, aiohttp_client):
         client = await aiohttp_client(running.app)
         response = await client.get("/openapi.json")
         assert response.status == 200 and await response.json() == document()
+        routed = {(r.method.lower(), r.resource.canonical)
+                  for r in running.app.router.routes() if r.method != "HEAD"}
+        assert routed == _documented()

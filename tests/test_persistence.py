@@ -44,17 +44,30 @@ def test_fsync_mode_groups_commits(tmp_path):
 
 
 def test_results_are_atomic_and_scanned(tmp_path):
-    store = ResultStore(tmp_path, cache_bytes=10)
+    store = ResultStore(tmp_path, recent=1)
+    files = store.files
     store.scan()
-    store.write(7, True, b'{"status": "done", "data": 1}')
-    store.write(8, False, b'{"status": "error", "reason": "x"}')
-    (store.dir / ".9.tmp").write_bytes(b"half")
+    files.write(7, True, b'{"status": "done", "data": 1}')
+    files.write(8, False, b'{"status": "error", "reason": "x"}')
+    (tmp_path / "jobs" / ".9.123.tmp").write_bytes(b"half")
     assert store.scan() == {7: True, 8: False}
-    assert not (store.dir / ".9.tmp").exists()
-    assert store.cached(7) is None  # over the tiny cache limit
+    assert not (tmp_path / "jobs" / ".9.123.tmp").exists()
     assert store.read(7, True) == b'{"status": "done", "data": 1}'
     store.delete([(7, True)])
     assert store.scan() == {8: False}
+
+
+def test_bodies_are_shared_by_question_and_recent_ids_bounded(tmp_path):
+    store = ResultStore(tmp_path, recent=2, answer_bytes=100)
+    key = ("best5", "q", None)
+    body = b'{"status": "done", "data": {}}'
+    store.remember(1, key, body)
+    store.remember(2, key, None)        # a worker sent this body before
+    assert store.cached(2) is store.cached(1) is body
+    store.remember(3, ("x", "q", None), b"y" * 200)  # over the answers' byte bound
+    assert store.cached(1) is None      # only the 2 newest ids are kept
+    store.remember(4, ("x", "q", None), None)
+    assert store.cached(4) is None      # not in memory any more: read from its file
 
 
 def test_status_table_states_and_eviction():

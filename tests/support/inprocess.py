@@ -30,7 +30,7 @@ async def running_app(csv, state_dir, workers: int = 1, **settings):
         service = JobService(state_dir, max_queue=settings.max_queue,
                              retain=settings.max_results)
         unfinished = service.open()
-        pool = LocalPool(shared.handle, workers, service.on_done)
+        pool = LocalPool(shared.handle, workers, service.results.files, service.on_done)
         pool.start()
         try:
             service.start(pool, unfinished)
@@ -39,7 +39,7 @@ async def running_app(csv, state_dir, workers: int = 1, **settings):
             service.begin_shutdown()
             await asyncio.wait_for(service.wait_drained(), 30)
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, pool.stop)
+            await pool.stop()
             service.close()
     finally:
         shared.release()

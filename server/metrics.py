@@ -1,0 +1,69 @@
+"""Prometheus metrics (GET /metrics), through the official client library.
+
+Each application has its own registry, so several apps (in tests) never share counts.
+Job counts come from JobService's listeners, HTTP counts from a middleware that labels
+by route pattern (`/api/get_results/{job_id}`, never the raw path: label values must
+stay few), and the gauges are read when Prometheus scrapes.
+"""
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
+
+from compute.messages import Job
+from server.jobs import JobService
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
+
+
+class Metrics:
+    def __init__(self, service: JobService):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.submitted = Counter("lestats_jobs_submitted", "Jobs accepted", ["endpoint"],
+                                 registry=r)
+        self.finished = Counter("lestats_jobs_finished", "Jobs finished",
+                                ["endpoint", "outcome"], registry=r)
+        self.latency = Histogram("lestats_job_seconds", "Time from accepting a job to its "
+                                 "result being stored", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter("lestats_http_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=r)
+        Gauge("lestats_jobs_running", "Jobs queued or running",
+              registry=r).set_function(lambda: service.status.running_count)
+        Gauge("lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown",
+              registry=r).set_function(lambda: float(service.accepting))
+        Gauge("lestats_worker_deaths", "Worker processes that died and were replaced",
+              registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
+        self._started: dict[int, float] = {}
+        service.listeners.append(self.on_job)
+
+    def on_job(self, event: str, job: Job, ok: bool) -> None:
+        if event == "submitted":
+            self._started[job.id] = time.monotonic()
+            self.submitted.labels(job.endpoint).inc()
+            return
+        self.finished.labels(job.endpoint, "done" if ok else "error").inc()
+        started = self._started.pop(job.id, None)
+        if started is not None:  # jobs recovered at start-up have no start time
+            self.latency.labels(job.endpoint).observe(time.monotonic() - started)
+
+    def middleware(self):
+        requests = self.requests
+
+        @web.middleware
+        async def count_requests(request: web.Request, handler):
+            route = request.match_info.route.resource
+            name = route.canonical if route is not None else "unmatched"
+            response = await handler(request)
+            requests.labels(name, request.method, str(response.status)).inc()
+            return response
+
+        return count_requests
+
+    def exposition(self) -> web.Response:
+        return web.Response(body=generate_latest(self.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
