@@ -99,3 +99,22 @@ def test_unfinished_or_failed_jobs_do_not_count():
     assert "not a finished job" in check_body("global_mean",
                                               {"status": "error", "reason": "x"}, CTX, Q)
     assert "without 'data'" in check_body("global_mean", {"status": "done"}, CTX, Q)
+
+
+def test_long_by_category_answers_are_checked_key_by_key():
+    good = {f"('{s}', 'Age (years)', '{n} - {n + 9}')": 20.0 + n
+            for s in CTX.states for n in range(300)}
+    assert check("mean_by_category", good, CTX, Q) is None
+    assert check("mean_by_category", {**good, "('Ohio', 'Gender', 'Male')": 7}, CTX, Q) is None
+    for bad_key, bad_value, words in (
+            ("('Atlantis', 'Gender', 'Male')", 1.0, "unknown state"),
+            ("('Ohio', 'Gender')", 1.0, "tuple"),
+            ("('Ohio', 'Gender', 'Male')\n('Ohio', 'Gender', 'Female')", 1.0, "tuple"),
+            ("('Ohio', 'Gender', 'Male')", float("inf"), "finite"),
+            ("('Ohio', 'Gender', 'Male')", True, "finite")):
+        problem = check("mean_by_category", {**good, bad_key: bad_value}, CTX, Q)
+        assert problem is not None and words in problem, (bad_key, problem)
+    inner = {f"('Age (years)', '{n}')": float(n) for n in range(100)}
+    assert check("state_mean_by_category", {"Ohio": inner}, CTX, Q, "Ohio") is None
+    problem = check("state_mean_by_category", {"Ohio": {**inner, "('x')": 1.0}}, CTX, Q, "Ohio")
+    assert problem is not None and "tuple" in problem

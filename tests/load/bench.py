@@ -767,30 +767,36 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
 
 
 def generator_check(results: dict, plan: Plan, datasets: dict, workdir: Path) -> list[dict]:
-    """The mixed long-poll run with the most users again, with fewer and with more
-    locust processes: if the job rate does not follow the number of load-generator
-    processes, the load generator is not what limits it."""
+    """The long-poll runs with the most users again with other numbers of locust
+    processes (mixed: one and one more; heavy: one more): if the job rate does not
+    follow the number of load-generator processes, their number is not the limit."""
     users = max(plan.users)
-    main = next(r for r in results["load"]
-                if r["workload"] == "mixed" and r["poll"] == "long" and r["users"] == users)
-    rows = [{"processes": plan.processes, "jobs_per_s": main["jobs_per_s"],
-             "p50_ms": main["p50_ms"], "p99_ms": main["p99_ms"],
-             "cpu_percent": main["cpu_percent"]}]
-    if not plan.generator_check:
-        return rows
-    for processes in sorted({1, plan.processes + 1} - {plan.processes}):
-        name = f"generator-check-{processes}p"
-        log(f"jobs: mixed-long-{users}u with {processes} locust process(es)")
-        server = Server(Path(datasets["demo"]["path"]), plan.workers, workdir / name).start()
-        try:
-            row = run_locust(server, "MixedUser", users, plan, workdir / name / "locust",
-                             poll="long", processes=processes)
-        finally:
-            results["meta"]["server_exit_codes"].append(server.stop())
-        rows.append({"processes": processes, "jobs_per_s": row["rate_per_s"],
-                     "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"],
-                     "cpu_percent": row["cpu_percent"]})
-    return sorted(rows, key=lambda r: r["processes"])
+    rows = []
+    for workload, others in (("mixed", {1, plan.processes + 1}),
+                             ("heavy", {plan.processes + 1})):
+        main = next(r for r in results["load"] if r["workload"] == workload
+                    and r["poll"] == "long" and r["users"] == users)
+        rows.append({"workload": workload, "processes": plan.processes,
+                     "jobs_per_s": main["jobs_per_s"], "p50_ms": main["p50_ms"],
+                     "p99_ms": main["p99_ms"], "cpu_percent": main["cpu_percent"],
+                     "cpu_ms_per_job": main["cpu_ms_per_job"]})
+        if not plan.generator_check:
+            continue
+        for processes in sorted(others - {plan.processes}):
+            name = f"generator-check-{workload}-{processes}p"
+            log(f"jobs: {workload}-long-{users}u with {processes} locust process(es)")
+            server = Server(Path(datasets["demo"]["path"]), plan.workers,
+                            workdir / name).start()
+            try:
+                row = run_locust(server, USER_CLASS[workload], users, plan,
+                                 workdir / name / "locust", poll="long", processes=processes)
+            finally:
+                results["meta"]["server_exit_codes"].append(server.stop())
+            rows.append({"workload": workload, "processes": processes,
+                         "jobs_per_s": row["rate_per_s"], "p50_ms": row["p50_ms"],
+                         "p99_ms": row["p99_ms"], "cpu_percent": row["cpu_percent"],
+                         "cpu_ms_per_job": row["cpu_ms_per_job"]})
+    return sorted(rows, key=lambda r: (r["workload"] != "mixed", r["processes"]))
 
 
 def evaluate(results: dict, plan: Plan) -> list[dict]:
@@ -879,14 +885,17 @@ def table(results: dict) -> str:
             f"{fmt(row['p50_ms'], 2):>8} {fmt(row['p99_ms'], 2):>8} {fmt(row['max_ms'], 1):>8}   "
             f"{cpu_cell(row):<18} {fmt(row['cpu_ms_per_job'].get('server_parent'), 3):>6}")
     check = results.get("generator_check") or []
-    if len(check) > 1:
+    if len(check) > 2:
         lines.append("")
-        lines.append(f"Load generator check: mixed, long polling, {max(plan['users'])} users, "
-                     f"with other numbers of locust processes")
+        lines.append(f"Load generator check: long polling, {max(plan['users'])} users, other "
+                     f"numbers of locust processes (CPU ms/job: parent/workers/locust)")
         for row in check:
-            lines.append(f"  {row['processes']} locust process(es): {fmt(row['jobs_per_s']):>8} "
-                         f"jobs/s   p50 {fmt(row['p50_ms'], 2)} ms   p99 "
-                         f"{fmt(row['p99_ms'], 2)} ms   CPU% {cpu_cell(row)}")
+            per_job = "/".join(fmt(row["cpu_ms_per_job"].get(k), 2)
+                               for k in ("server_parent", "server_workers", "locust"))
+            lines.append(f"  {row['workload']:<6} {row['processes']} process(es): "
+                         f"{fmt(row['jobs_per_s']):>8} jobs/s   p50 {fmt(row['p50_ms'], 2):>6} ms"
+                         f"   p99 {fmt(row['p99_ms'], 2):>6} ms   CPU% {cpu_cell(row):<16}"
+                         f" ms/job {per_job}")
     lines.append("")
     lines.append("Start-up (median of runs) and memory (sum of Pss over parent, workers, "
                  "manager: shared segment once)")
