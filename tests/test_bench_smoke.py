@@ -1,0 +1,68 @@
+"""The benchmark must not break silently: run `bench --quick` end to end.
+
+A few hundred jobs against real server processes, with locust in a separate
+process. Only the shape of the results is checked — never a time or a rate: those
+are the benchmark's output (printed), not a pass/fail of the test suite.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = {"states_mean", "state_mean", "best5", "worst5", "global_mean",
+             "diff_from_mean", "state_diff_from_mean", "mean_by_category",
+             "state_mean_by_category"}
+USER_CLASSES = {"ExistingClientUser", "LongPollUser", "MixedUser", "HeavyUser", "CeilingUser"}
+
+
+def test_locust_user_classes_are_selectable_by_name():
+    listed = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "tests/load/locustfile.py", "--list"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert USER_CLASSES <= set(listed.stdout.split())
+
+
+def test_quick_benchmark_produces_every_number(tmp_path):
+    out = tmp_path / "bench.json"
+    # The timeout only keeps a hang from blocking the suite; it is not a measurement.
+    completed = subprocess.run(
+        [sys.executable, "-m", "tests.load.bench", "--quick", "--out", str(out),
+         "--cache-dir", str(tmp_path / "cache"), "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "Targets" in completed.stdout
+
+    results = json.loads(out.read_text())
+    assert {"meta", "datasets", "startup", "in_worker_us", "ceiling", "load",
+            "targets"} <= set(results)
+    assert results["meta"]["quick"] is True
+    assert all(code == 0 for code in results["meta"]["server_exit_codes"])
+
+    cells = {(row["workload"], row["poll"]) for row in results["load"]}
+    assert cells == {("mixed", "0.2"), ("mixed", "long"), ("heavy", "0.2"), ("heavy", "long")}
+    for row in results["load"]:
+        assert row["jobs"] > 0, row
+        assert row["failures"] == 0, row["failure_reasons"]
+        for key in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms", "ratio_to_ceiling",
+                    "cpu_percent", "users"):
+            assert key in row
+    assert sum(row["jobs"] for row in results["load"]) >= 100
+
+    ceiling = results["ceiling"]["locust"]
+    assert ceiling["jobs"] > 0 and ceiling["rate_per_s"] > 0 and ceiling["failures"] == 0
+    assert "wrk" in results["ceiling"]
+
+    for label in ("demo", "big"):
+        startup = results["startup"][label]
+        for key in ("load_s_median", "ready_s_median", "first_answer_s_median", "memory_mb"):
+            assert startup[key] is not None and startup[key] > 0, (label, key)
+        assert all(run["segment_released"] for run in startup["runs"])
+        assert set(results["in_worker_us"][label]) == ENDPOINTS
+        assert all(cost["median_us"] > 0 for cost in results["in_worker_us"][label].values())
+
+    assert results["targets"]
+    assert all(isinstance(target["pass"], bool) for target in results["targets"])
