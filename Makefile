@@ -43,5 +43,11 @@ test: $(VENV)/.dev $(WEB_STAMP) chromium
 fetch: $(VENV)/.runtime
 	$(BIN)/lestats data fetch
 
+# The benchmark (docs/benchmark.md): the server as a real process on a loopback port,
+# locust headless in separate processes; prints a table, writes bench-results.json.
+# About 6 minutes on 2 CPUs. Uses wrk for the load-generator check when installed.
+bench: $(VENV)/.dev
+	$(BIN)/python -m tests.load.bench
+
 clean:
-	rm -rf $(VENV) results webserver.log* web/node_modules
+	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json

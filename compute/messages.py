@@ -6,9 +6,23 @@ which jobs die with a worker) and then Done with one Outcome per job.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 
 
+def _plain_pickle(cls):
+    """Pickle as (class, field values): frozen slots dataclasses otherwise pickle
+    through Python-level __getstate__/__setstate__, which was visible in profiles of
+    the dispatcher and the workers (3x slower per message)."""
+    values = operator.attrgetter(*(f.name for f in fields(cls)))
+    if len(fields(cls)) == 1:
+        cls.__reduce__ = lambda self: (cls, (values(self),))
+    else:
+        cls.__reduce__ = lambda self: (cls, values(self))
+    return cls
+
+
+@_plain_pickle
 @dataclass(frozen=True, slots=True)
 class Job:
     id: int
@@ -17,11 +31,13 @@ class Job:
     state: str | None = None
 
 
+@_plain_pickle
 @dataclass(frozen=True, slots=True)
 class Batch:
     jobs: tuple[Job, ...]
 
 
+@_plain_pickle
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """`body` is the complete JSON body get_results answers with, encoded once; None
@@ -34,12 +50,14 @@ class Outcome:
     stored: bool = True
 
 
+@_plain_pickle
 @dataclass(frozen=True, slots=True)
 class Taken:
     worker: int
     ids: tuple[int, ...]
 
 
+@_plain_pickle
 @dataclass(frozen=True, slots=True)
 class Done:
     worker: int
