@@ -91,14 +91,17 @@ class JobService:
 
     def on_done(self, finished: list[tuple[Job, Outcome]]) -> None:
         """Event loop: the workers have written these results; publish them."""
+        changes = []
         for job, outcome in finished:
             if outcome.detail:
                 log.error("job_id=%d failed: %s", outcome.id, outcome.detail)
             if self.status.finish(job.id, outcome.ok):
                 self.results.remember(job.id, job_key(job), outcome.body)
-                log.info("job_id=%d %s", job.id, "done" if outcome.ok else "error")
+                changes.append(f"job_id={job.id} {'done' if outcome.ok else 'error'}")
                 for listener in self.listeners:
                     listener("finished", job, outcome.ok)
+        if changes:  # one record per batch of outcomes, one "job_id=N state" per job
+            log.info("%s", ", ".join(changes))
         self._evict()
         if not self.accepting and self.status.running_count == 0:
             self._drained.set()

@@ -52,14 +52,18 @@ class Metrics:
             self.latency.labels(job.endpoint).observe(time.monotonic() - started)
 
     def middleware(self):
-        requests = self.requests
+        counters: dict[tuple, Counter] = {}  # labels() takes a lock; look up once
 
         @web.middleware
         async def count_requests(request: web.Request, handler):
-            route = request.match_info.route.resource
-            name = route.canonical if route is not None else "unmatched"
             response = await handler(request)
-            requests.labels(name, request.method, str(response.status)).inc()
+            route = request.match_info.route.resource
+            key = (route.canonical if route is not None else "unmatched", request.method,
+                   response.status)
+            counter = counters.get(key)
+            if counter is None:
+                counter = counters[key] = self.requests.labels(*key[:2], str(key[2]))
+            counter.inc()
             return response
 
         return count_requests

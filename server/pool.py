@@ -69,7 +69,9 @@ class LocalPool:
         self._attempts: dict[int, int] = {}
         self._workers: dict[int, mp.Process] = {}
         self._pipes: dict[int, object] = {}
-        self._lock = threading.Lock()            # _queued is shared with the dispatcher
+        self._lock = threading.Lock()            # _queued, _waiting_batches: dispatcher's too
+        self._credit = threading.Condition(self._lock)
+        self._waiting_batches = 0                # put into the manager queue, not yet taken
         self._last_death = 0.0
         self._suspects: set[int] = set()
         self._stopping = False
@@ -110,6 +112,8 @@ class LocalPool:
         """Stop the workers. Call after every submitted job has finished."""
         self._stopping = True
         self._sweeper.cancel()
+        with self._credit:
+            self._credit.notify()
         self._incoming.put(_STOP)
         await self._loop.run_in_executor(None, self._stop_blocking, timeout)
         for index in list(self._workers):
@@ -149,8 +153,15 @@ class LocalPool:
         self._incoming.put(pending)
 
     def _dispatch(self) -> None:
-        """Dispatcher thread: lists of jobs in, batches into the manager queue."""
+        """Dispatcher thread: lists of jobs in, batches into the manager queue.
+
+        It keeps at most one batch per worker waiting in the manager queue. While the
+        workers are busy, new jobs gather here and go out together as soon as a worker
+        takes a batch: under load, batches grow and the round trips per job fall."""
         while True:
+            with self._credit:
+                while self._waiting_batches >= self._count and not self._stopping:
+                    self._credit.wait(SWEEP_SECONDS)
             jobs = self._incoming.get()
             if jobs is _STOP:
                 return
@@ -163,11 +174,14 @@ class LocalPool:
                     self._incoming.put(_STOP)
                     break
                 jobs.extend(more)
-            size = min(MAX_BATCH, max(1, math.ceil(len(jobs) / max(1, self._count))))
+            with self._lock:
+                free = max(1, self._count - self._waiting_batches)
+            size = min(MAX_BATCH, max(1, math.ceil(len(jobs) / free)))
             for start in range(0, len(jobs), size):
                 batch = jobs[start:start + size]
                 now = time.monotonic()
                 with self._lock:
+                    self._waiting_batches += 1
                     for job in batch:
                         self._queued[job.id] = now
                 try:
@@ -190,9 +204,11 @@ class LocalPool:
 
     def _handle_message(self, index: int, message) -> None:
         if isinstance(message, Taken):
-            with self._lock:
+            with self._credit:
                 for job_id in message.ids:
                     self._queued.pop(job_id, None)
+                self._waiting_batches = max(0, self._waiting_batches - 1)
+                self._credit.notify()
             self._owned[index].update(message.ids)
         elif isinstance(message, Done):
             finished = []
@@ -225,7 +241,19 @@ class LocalPool:
         log.error("worker %d (pid %s) died with exit code %s; %d job(s) to run again",
                   index, process.pid, process.exitcode, len(lost))
         self._spawn(index)
+        self._resync_credit()
         self._retry(lost)
+
+    def _resync_credit(self) -> None:
+        """A worker that died may have taken a batch without saying so: count the
+        batches really waiting again (a rare, short round trip to the manager)."""
+        try:
+            waiting = self._jobs.qsize()
+        except (OSError, EOFError):
+            return
+        with self._credit:
+            self._waiting_batches = waiting
+            self._credit.notify()
 
     def _forget(self, index: int) -> None:
         process, pipe = self._workers.pop(index), self._pipes.pop(index)
