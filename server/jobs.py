@@ -100,6 +100,10 @@ class JobService:
                 log.error("job_id=%d failed in the worker:\n%s", outcome.id, outcome.detail)
             finished.append((outcome.id, outcome.ok))
         if finished:
+            try:
+                self.results.sync()  # fsync mode: the renames too, before "done"
+            except OSError:
+                log.exception("cannot fsync the results directory")
             self._loop.call_soon_threadsafe(self._publish, finished)
 
     def _publish(self, finished: list[tuple[int, bool]]) -> None:

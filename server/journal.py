@@ -21,6 +21,7 @@ from pathlib import Path
 
 from compute.messages import Job
 from server import logsetup
+from server.results import sync_directory
 
 log = logsetup.get("journal")
 
@@ -79,6 +80,7 @@ class JobJournal:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
+        sync_directory(self.path.parent)  # the rename, and the jobs/ directory
 
     def append(self, job: Job) -> None:
         """One write of one line: never torn by a crash of this process."""

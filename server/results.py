@@ -61,6 +61,12 @@ class ResultStore:
         os.replace(temporary, final)
         self._remember(job_id, body)
 
+    def sync(self) -> None:
+        """Make the renames done so far durable (fsync mode): fsync of a file covers
+        its data, not the directory entry that names it."""
+        if self.fsync:
+            sync_directory(self.dir)
+
     def cached(self, job_id: int) -> bytes | None:
         with self._lock:
             body = self._cache.get(job_id)
@@ -96,3 +102,11 @@ class ResultStore:
             while self._cache_bytes > self._cache_limit and self._cache:
                 _, old = self._cache.popitem(last=False)
                 self._cache_bytes -= len(old)
+
+
+def sync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
