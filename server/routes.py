@@ -18,7 +18,7 @@ from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error
 from server.jobs import JobService, QueueFull, ShuttingDown
-from server.openapi import document
+from server.openapi import served
 
 log = logsetup.get("http")
 
@@ -144,7 +144,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return web.json_response(served(request.app[DATASET]))
 
 
 ROUTES = [
