@@ -13,6 +13,7 @@ Three layers, because a request can fail at three depths:
 from __future__ import annotations
 
 import asyncio
+import re
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
@@ -82,7 +83,8 @@ def _closing(response: web.Response) -> web.Response:
 def _first_line(exc: BaseException) -> str:
     """The gist of an error in one line (aiohttp's parser messages span several)."""
     text = str(getattr(exc, "message", "") or exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not re.fullmatch(r"\d{3}, message:?", line.strip())]
     return lines[0].rstrip(":") if lines else type(exc).__name__
 
 
@@ -106,6 +108,15 @@ class JsonRequestHandler(RequestHandler):
         response = error(status, reason)
         response.force_close()
         return response
+
+
+    def log_exception(self, message, *args, exc_info=None, **kw) -> None:
+        if isinstance(exc_info, RequestPayloadError):
+            # aiohttp reads the rest of a body after the answer ("lingering") and
+            # meets the client's broken encoding again: already answered, one line.
+            log.info("%s: %s", message, _first_line(exc_info))
+            return
+        super().log_exception(message, *args, exc_info=exc_info, **kw)
 
 
 class _JsonServer(web.Server):
