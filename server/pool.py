@@ -13,7 +13,10 @@ LocalPool, like CPython's ProcessPoolExecutor, owns two threads:
   report `Taken` when they pick up a batch and `Done` with the outcomes, so when a
   worker dies the collector knows exactly which jobs died with it: it runs them again
   on a replacement worker, or gives up on a job after it has killed MAX_ATTEMPTS
-  workers (a poison job must not take the pool down).
+  workers (a poison job must not take the pool down). Only a death in a batch of one
+  counts against a job: the jobs of a bigger batch that died are run again alone
+  first, so a poison job is found and the innocent jobs of its batch are not
+  abandoned with it.
 """
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ class LocalPool:
         self._queued: dict[int, float] = {}       # id → time it went into the manager queue
         self._owned: dict[int, set[int]] = {}     # worker index → ids it has taken
         self._attempts: dict[int, int] = {}
+        self._alone: set[int] = set()            # ids lost in a batch: next time alone
         self._workers: dict[int, tuple[mp.Process, object]] = {}
         self._last_death = 0.0
         self._stopping = False
@@ -133,8 +137,8 @@ class LocalPool:
                 return
             # Batch what is waiting, but leave work for every worker.
             limit = min(MAX_BATCH, max(1, math.ceil(self._incoming.qsize() / self._count)))
-            batch = [first]
-            while len(batch) < limit:
+            batches, batch = [], [first]
+            while len(batch) < limit and first.id not in self._alone:
                 try:
                     job = self._incoming.get_nowait()
                 except queue.Empty:
@@ -142,13 +146,19 @@ class LocalPool:
                 if job is _STOP:
                     self._incoming.put(_STOP)
                     break
-                batch.append(job)
+                if job.id in self._alone:
+                    batches.append((job,))
+                else:
+                    batch.append(job)
+            batches.insert(0, tuple(batch))
             now = time.monotonic()
             with self._lock:
-                for job in batch:
-                    self._queued[job.id] = now
+                for jobs in batches:
+                    for job in jobs:
+                        self._queued[job.id] = now
             try:
-                self._jobs.put(Batch(tuple(batch)))
+                for jobs in batches:
+                    self._jobs.put(Batch(jobs))
             except (OSError, EOFError):
                 return  # the manager is gone: we are stopping
 
@@ -186,6 +196,7 @@ class LocalPool:
                 for outcome in message.outcomes:
                     self._owned[index].discard(outcome.id)
                     self._attempts.pop(outcome.id, None)
+                    self._alone.discard(outcome.id)
             if fresh:
                 self._on_done(fresh)
 
@@ -219,11 +230,16 @@ class LocalPool:
         again, failed = [], []
         with self._lock:
             for job in jobs:
+                self._alone.add(job.id)
+                if len(jobs) > 1:  # which of them killed it? run each alone to know
+                    again.append(job)
+                    continue
                 attempts = self._attempts.get(job.id, 0) + 1
                 self._attempts[job.id] = attempts
                 if attempts >= MAX_ATTEMPTS:
                     self._inflight.pop(job.id, None)
                     self._attempts.pop(job.id, None)
+                    self._alone.discard(job.id)
                     failed.append(Outcome(job.id, False, worker.error_body(
                         f"the job stopped {attempts} worker processes and was abandoned")))
                 else:
