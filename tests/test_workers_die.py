@@ -11,10 +11,11 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 
 from tests.support.live import shm_segments, start_server
-from tests.support.load import ClientLoad, JobMix, alive, http, wait_until
+from tests.support.load import STATES, ClientLoad, JobMix, alive, http, wait_until
 
 WORKERS = 2
 KILLS = 10
@@ -67,3 +68,46 @@ def test_killed_workers_are_replaced_and_no_job_is_lost(tmp_path, demo_csv):
         code = server.stop()
     assert code == 0, server.text()
     assert shm_segments(server.pid) == []
+
+
+def test_a_poison_job_is_abandoned_alone(demo_csv):
+    """A job that kills every worker it runs in ends with an error after
+    MAX_ATTEMPTS deaths — and the other jobs of its batch, which died with it through
+    no fault of their own, still end done (they are run again one by one first)."""
+    from compute.dataset import load_csv
+    from compute.messages import Job
+    from compute.shared import SharedDataset
+    from server.pool import MAX_ATTEMPTS, LocalPool
+    from tests.support.load import QUESTIONS
+    from tests.support.poison import Poison
+
+    outcomes, lock, finished = {}, threading.Lock(), threading.Event()
+    count, poison = 3000, 1500
+
+    def on_done(batch):
+        with lock:
+            for outcome in batch:
+                assert outcome.id not in outcomes
+                outcomes[outcome.id] = outcome
+            if len(outcomes) == count:
+                finished.set()
+
+    shared = SharedDataset.create(load_csv(demo_csv))
+    pool = LocalPool(shared.handle, WORKERS, on_done)
+    pool.start()
+    try:
+        pool.submit(Job(i, "state_mean", Poison(QUESTIONS[0]) if i == poison
+                        else QUESTIONS[i % len(QUESTIONS)], STATES[i % len(STATES)])
+                    for i in range(1, count + 1))
+        assert finished.wait(60), f"{len(outcomes)} of {count} outcomes"
+        deaths = pool.deaths
+    finally:
+        pool.stop()
+        shared.release()
+    assert not outcomes[poison].ok and b"abandoned" in outcomes[poison].body
+    innocent = [o for i, o in outcomes.items() if i != poison and not o.ok]
+    assert innocent == [], f"{len(innocent)} innocent jobs abandoned with the poison"
+    # one death in its first (shared) batch, then MAX_ATTEMPTS alone
+    assert MAX_ATTEMPTS <= deaths <= MAX_ATTEMPTS + 1
+    print(f"\npoison job abandoned after {deaths} worker deaths; "
+          f"{pool.reruns} re-runs, all {count - 1} others done")

@@ -6,6 +6,7 @@ flag and every request by a timeout, so a test using it always ends by itself.
 """
 from __future__ import annotations
 
+from http.client import HTTPException
 import json
 import os
 import random
@@ -72,7 +73,8 @@ class ClientLoad:
 
     `acknowledged` maps every job id a client was given (a 200 {"job_id"}) to what it
     asked; a thread stops at the first failure to reach the server (the server was
-    killed) or when stop() is called."""
+    killed: counted in `unreachable`) or when stop() is called. Any other surprise
+    (a wrong status, a duplicate id) is raised again by stop()."""
 
     def __init__(self, url: str, mix: JobMix, clients: int = 6, seed: int = 0,
                  max_jobs: int = 5000):
@@ -82,6 +84,7 @@ class ClientLoad:
         self.done_seen: set[int] = set()
         self.refused = 0
         self.unreachable = 0
+        self.failures: list[BaseException] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._max_jobs = max_jobs
@@ -98,6 +101,8 @@ class ClientLoad:
         for thread in self._threads:
             thread.join(timeout)
         assert not any(t.is_alive() for t in self._threads), "a client thread hangs"
+        if self.failures:
+            raise self.failures[0]
 
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
@@ -122,9 +127,14 @@ class ClientLoad:
                     if result["status"] == "done":
                         with self._lock:
                             self.done_seen.add(job_id)
-            except OSError:
+            except (OSError, HTTPException, ValueError):
+                # refused, reset, or an answer cut off (json.loads of half a body)
                 with self._lock:
                     self.unreachable += 1
+                return
+            except BaseException as exc:  # noqa: BLE001 (reported by stop())
+                with self._lock:
+                    self.failures.append(exc)
                 return
 
 
