@@ -15,7 +15,8 @@ import threading
 import time
 
 from tests.support.live import shm_segments, start_server
-from tests.support.load import STATES, ClientLoad, JobMix, alive, http, wait_until
+from tests.support.load import (STATES, ClientLoad, JobMix, alive, http, log_text,
+                                wait_until)
 
 WORKERS = 2
 KILLS = 10
@@ -57,7 +58,7 @@ def test_killed_workers_are_replaced_and_no_job_is_lost(tmp_path, demo_csv):
                     and not set(workers) & set(killed))
         assert wait_until(full_pool, 20), http(f"{server.url}/api/info")[1]["pids"]
         assert not any(alive(p) for p in killed)
-        log = server.log_file.read_text()
+        log = log_text(server.log_file)  # the load's access log rotates it
         deaths = re.findall(r"died with exit code -9; (\d+) job\(s\) to run again", log)
         assert len(deaths) == len(killed) >= KILLS // 2
         swept = re.findall(r"(\d+) job\(s\) were taken by a worker that died", log)

@@ -180,3 +180,10 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+def log_text(log_file: Path) -> str:
+    """The whole log, oldest first, across the rotated files (webserver.log.5 … .1)."""
+    rotated = sorted(log_file.parent.glob(log_file.name + ".*"),
+                     key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    return "".join(p.read_text() for p in [*rotated, log_file] if p.exists())
