@@ -41,16 +41,19 @@ def server(tmp_path_factory, demo_csv):
     root = tmp_path_factory.mktemp("hostile")
     live = start_server(root, data=demo_csv, workers=1,
                         env={"LESTATS_CLIENT_TIMEOUT": "2"})
-    yield live
-    # Nothing a request said became a file: the state dir holds the journal and
-    # integer-named results only, and the server's working directory nothing new.
-    assert sorted(os.listdir(live.state_dir)) == ["jobs", "journal.jsonl"]
-    for name in os.listdir(live.state_dir / "jobs"):
-        assert re.fullmatch(r"[1-9][0-9]*\.json", name), name
-    for name in os.listdir(root):
-        assert name in ("state", "webserver.log") or name.startswith("server-"), name
-    assert "Traceback" not in live.text() + log_text(live.log_file)
-    assert live.stop() == 0, live.text()
+    try:
+        yield live
+        # Nothing a request said became a file: the state dir holds the journal and
+        # integer-named results only, and the server's working directory nothing new.
+        assert sorted(os.listdir(live.state_dir)) == ["jobs", "journal.jsonl"]
+        for name in os.listdir(live.state_dir / "jobs"):
+            assert re.fullmatch(r"[1-9][0-9]*\.json", name), name
+        for name in os.listdir(root):
+            assert name.startswith(("state", "webserver.log", "server-")), name
+        assert "Traceback" not in live.text() + log_text(live.log_file)
+    finally:
+        code = live.stop()
+    assert code == 0, live.text()
     assert shm_segments(live.pid) == []
 
 
