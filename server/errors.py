@@ -109,7 +109,6 @@ class JsonRequestHandler(RequestHandler):
         response.force_close()
         return response
 
-
     def log_exception(self, message, *args, exc_info=None, **kw) -> None:
         if isinstance(exc_info, RequestPayloadError):
             # aiohttp reads the rest of a body after the answer ("lingering") and

@@ -2,10 +2,11 @@
 
 One JSON line per accepted job in `<state_dir>/journal.jsonl`. A job is finished when
 its result file exists (server.results), so at start-up the journal's jobs without a
-result are exactly the jobs a crash interrupted; they are run again. Jobs whose result
-the retention limit deleted are named by an `{"evicted": [...]}` line first. Start-up also
-compacts the journal to a `{"next_id": N}` line plus those unfinished jobs, so it
-never grows past one run and ids keep increasing across restarts.
+result are exactly the jobs a crash interrupted; they are run again (except the jobs
+whose result the retention limit deleted: an `{"evicted": [...]}` line names them
+first). Start-up also compacts the journal to a `{"next_id": N}` line plus those
+unfinished jobs, so it never grows past one run and ids keep increasing across
+restarts.
 
 Durability: a line is written with one os.write before the client gets its id, so it
 survives a crash of the process (it is in the kernel's page cache). With fsync on, the
