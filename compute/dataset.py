@@ -12,7 +12,9 @@ one contiguous run: the statistics then work on slices, never on masks.
 from __future__ import annotations
 
 import csv
+import mmap
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -101,6 +103,7 @@ def load_csv(path: str | os.PathLike) -> Dataset:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
                         f"(the header has {len(header)} column(s))")
     wanted = [c for c in (*REQUIRED, YEAR) if c in raw_names]
+    _check_bytes(path, parsed=False)
     try:
         table = pacsv.read_csv(
             path,
@@ -115,6 +118,7 @@ def load_csv(path: str | os.PathLike) -> Dataset:
         raise DataError(_describe_parse_error(path, header, exc)) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    _check_bytes(path, parsed=True)
     table = table.rename_columns([name.strip() for name in table.column_names])
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no data rows")
@@ -124,6 +128,12 @@ def load_csv(path: str | os.PathLike) -> Dataset:
 def _read_header(path: str) -> list[str]:
     if os.path.isdir(path):
         raise DataError(f"{path}: is a directory, not a CSV file")
+    try:
+        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            # a FIFO or a device: opening it could block start-up forever
+            raise DataError(f"{path}: is not a regular file")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), None)
@@ -159,6 +169,34 @@ def _describe_parse_error(path: str, header: list[str], exc: Exception) -> str:
         return f"{path}: is not valid CSV ({err})"
     first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"{path}: cannot be parsed ({first_line})"
+
+
+def _check_bytes(path: str, parsed: bool) -> None:
+    try:
+        _scan(path, parsed)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _scan(path: str, parsed: bool) -> None:
+    """Two signs of a damaged file that the field counts cannot show. Before parsing:
+    NUL bytes (what a torn write or a crashed copy leaves; never in CSV text), found
+    in one memchr-speed pass over a mapping of the file. After a parse without error:
+    a last line without its line break (a download cut inside the last field)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            nul = -1 if parsed else data.find(b"\x00")
+            if nul >= 0:
+                line = data[:nul].count(b"\n") + 1  # copies, on this error path only
+                raise DataError(f"{path}: line {line} has a NUL byte (a damaged file?)")
+            if parsed and data[size - 1:size] not in (b"\n", b"\r"):
+                line = data[:size].count(b"\n") + 1
+                raise DataError(f"{path}: the last line ({line}) has no line break, so it "
+                                "may be cut short (a truncated download?); add one if the "
+                                "file is complete")
 
 
 def _codes(column) -> tuple[np.ndarray, list[str]]:

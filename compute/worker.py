@@ -46,6 +46,9 @@ class ResultSink(Protocol):
 
     def write(self, job_id: int, ok: bool, body: bytes) -> None: ...
 
+    def commit(self) -> None:
+        """Everything written so far is durable (called once per batch)."""
+
 
 class JobRunner:
     """Answers jobs against one dataset, memoising bodies: answers never change while
@@ -118,6 +121,7 @@ def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int,
         try:
             conn.send(Taken(index, tuple(job.id for job in batch.jobs)))
             outcomes = [_persist(sink, runner.run(job)) for job in batch.jobs]
+            sink.commit()
             conn.send(Done(index, tuple(runner.report(job, outcome)
                                         for job, outcome in zip(batch.jobs, outcomes))))
         except (BrokenPipeError, EOFError, OSError):

@@ -6,7 +6,7 @@ from aiohttp import web
 from compute.dataset import Dataset
 from server.config import Settings
 from server.dashboard import add_dashboard_routes
-from server.errors import json_errors
+from server.errors import BODY_DEADLINE, json_errors, read_body
 from server.jobs import JobService
 from server.metrics import Metrics
 from server.routes import DATASET, INFO, METRICS, ROUTES, SERVICE, SETTINGS
@@ -19,9 +19,10 @@ def init_app(service: JobService, dataset: Dataset, settings: Settings,
              info: dict | None = None) -> web.Application:
     metrics = Metrics(service)
     # Outermost first: requests are counted with the status json_errors gave them.
-    app = web.Application(middlewares=[metrics.middleware(), json_errors],
+    app = web.Application(middlewares=[metrics.middleware(), json_errors, read_body],
                           client_max_size=MAX_BODY)
     app[METRICS] = metrics
+    app[BODY_DEADLINE] = settings.client_timeout
     app[SERVICE] = service
     app[DATASET] = dataset
     app[SETTINGS] = settings

@@ -29,6 +29,7 @@ class Settings:
     log_file: str = "webserver.log"
     shutdown_linger: float = 5.0
     fsync: bool = False          # fsync the journal and every result before "done"
+    client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
 
     @property
     def worker_count(self) -> int:
@@ -41,6 +42,7 @@ ENVIRONMENT = {
     "max_queue": "LESTATS_MAX_QUEUE", "max_results": "LESTATS_MAX_RESULTS",
     "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
+    "client_timeout": "LESTATS_CLIENT_TIMEOUT",
 }
 DEFAULT_CONFIG = "config.toml"
 
@@ -106,3 +108,5 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"setting {name} must be positive")
     if settings.shutdown_linger < 0:
         raise ConfigError("setting shutdown_linger must not be negative")
+    if not settings.client_timeout > 0:
+        raise ConfigError("setting client_timeout must be positive")

@@ -111,6 +111,7 @@ class JobService:
         if evicted:
             log.info("evicted %d finished job(s) beyond the retention limit (ids %d-%d)",
                      len(evicted), evicted[0][0], evicted[-1][0])
+            self.journal.evicted([job_id for job_id, _ in evicted])  # before the files go
             if self._loop is not None:
                 self._loop.run_in_executor(None, self.results.delete, evicted)
             else:

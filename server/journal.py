@@ -2,9 +2,11 @@
 
 One JSON line per accepted job in `<state_dir>/journal.jsonl`. A job is finished when
 its result file exists (server.results), so at start-up the journal's jobs without a
-result are exactly the jobs a crash interrupted; they are run again. Start-up also
-compacts the journal to a `{"next_id": N}` line plus those unfinished jobs, so it
-never grows past one run and ids keep increasing across restarts.
+result are exactly the jobs a crash interrupted; they are run again (except the jobs
+whose result the retention limit deleted: an `{"evicted": [...]}` line names them
+first). Start-up also compacts the journal to a `{"next_id": N}` line plus those
+unfinished jobs, so it never grows past one run and ids keep increasing across
+restarts.
 
 Durability: a line is written with one os.write before the client gets its id, so it
 survives a crash of the process (it is in the kernel's page cache). With fsync on, the
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from compute.messages import Job
 from server import logsetup
+from server.results import sync_directory
 
 log = logsetup.get("journal")
 
@@ -44,7 +47,7 @@ class JobJournal:
 
     def open(self, finished_ids, highest_finished: int) -> Recovery:
         """Read what the last run left, compact it, and open for appending."""
-        next_id, jobs, torn = 1, {}, 0
+        next_id, jobs, evicted, torn = 1, {}, set(), 0
         try:
             with open(self.path, "rb") as handle:
                 for line in handle:
@@ -52,6 +55,8 @@ class JobJournal:
                         record = json.loads(line)
                         if "next_id" in record:
                             next_id = max(next_id, int(record["next_id"]))
+                        elif "evicted" in record:
+                            evicted.update(int(i) for i in record["evicted"])
                         else:
                             job = Job(int(record["id"]), record["endpoint"],
                                       record["question"], record.get("state"))
@@ -65,7 +70,7 @@ class JobJournal:
             log.warning("journal %s: skipped %d unreadable line(s)", self.path, torn)
         next_id = max(next_id, highest_finished + 1)
         unfinished = [job for job_id, job in sorted(jobs.items())
-                      if job_id not in finished_ids]
+                      if job_id not in finished_ids and job_id not in evicted]
         self._compact(next_id, unfinished)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         return Recovery(next_id, unfinished)
@@ -79,11 +84,18 @@ class JobJournal:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
+        sync_directory(self.path.parent)  # the rename, and the jobs/ directory
 
     def append(self, job: Job) -> None:
         """One write of one line: never torn by a crash of this process."""
         os.write(self._fd, _record(job))
         self._written += 1
+
+    def evicted(self, ids: list[int]) -> None:
+        """Record finished jobs whose results are about to be deleted (before the
+        deletion): without a result file they would otherwise look unfinished to the
+        next start and run again."""
+        os.write(self._fd, _line({"evicted": ids}))
 
     async def durable(self) -> None:
         """Return once every line appended so far is on stable storage (fsync mode)."""

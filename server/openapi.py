@@ -2,6 +2,7 @@
 routes (a test checks that every route is described and every description routed)."""
 from __future__ import annotations
 
+import copy
 import functools
 
 from compute.stats import ENDPOINTS
@@ -16,6 +17,7 @@ def _json(schema: dict, description: str) -> dict:
 def _errors(*codes: int) -> dict:
     texts = {400: "invalid request", 401: "missing or wrong admin token",
              403: "admin action from a non-loopback client", 404: "not found",
+             408: "the request body did not arrive within client_timeout",
              410: "the job's result was evicted", 413: "request body too large",
              503: "shutting down, the job queue is full (see Retry-After), "
                   "or the chart library is not installed"}
@@ -27,11 +29,13 @@ def _statistic(name: str) -> dict:
     required = ["question", "state"] if endpoint.needs_state else ["question"]
     body = {"type": "object", "required": required,
             "properties": {f: {"type": "string"} for f in required}}
+    accepted = _json({"$ref": "#/components/schemas/JobId"}, "job accepted")
+    accepted["links"] = {"result": {"operationId": "get_results",
+                                    "parameters": {"job_id": "$response.body#/job_id"}}}
     return {"post": {
         "operationId": name, "summary": endpoint.summary, "tags": ["statistics"],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-        "responses": {"200": _json({"$ref": "#/components/schemas/JobId"}, "job accepted"),
-                      **_errors(400, 413, 503)}}}
+        "responses": {"200": accepted, **_errors(400, 408, 413, 503)}}}
 
 
 def _get(operation: str, summary: str, schema: dict, *errors: int, **extra) -> dict:
@@ -67,7 +71,7 @@ def document() -> dict:
         "graceful_shutdown", "Stop accepting jobs, finish the accepted ones, exit (admin)",
         {"type": "object", "required": ["status"],
          "properties": {"status": {"type": "string", "enum": ["running", "done"]}}},
-        401, 403)
+        401, 403, security=[{}, {"bearer": []}])
     paths["/api/info"] = _get("info", "The loaded dataset and the server's processes",
                               _OBJECT)
     paths["/api/questions"] = _get("questions", "The questions and their better direction", {
@@ -101,7 +105,10 @@ def document() -> dict:
                                 "physical activity and obesity data."},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": {
+        "components": {"securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "LESTATS_ADMIN_TOKEN; without one set, loopback clients only"}},
+            "schemas": {
             "Error": {"type": "object", "required": ["status", "reason"],
                       "properties": {"status": {"const": "error"},
                                      "reason": {"type": "string"}}},
@@ -112,3 +119,19 @@ def document() -> dict:
                 "data": {}, "reason": {"type": "string"}}},
         }},
     }
+
+
+def served(dataset) -> dict:
+    """The document as this server serves it: the request bodies name the questions
+    and states of the loaded data (enums), so a client or a fuzzer knows which values
+    are valid; best5/worst5 list only the questions with a direction."""
+    doc = copy.deepcopy(document())
+    directed = [q for q in dataset.questions if dataset.direction(q) is not None]
+    for name, endpoint in ENDPOINTS.items():
+        schema = doc["paths"][f"/api/{name}"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]["properties"]
+        schema["question"]["enum"] = directed if endpoint.needs_direction \
+            else list(dataset.questions)
+        if endpoint.needs_state:
+            schema["state"]["enum"] = list(dataset.locations)
+    return doc

@@ -15,7 +15,10 @@ LocalPool runs TP_NUM_OF_THREADS worker processes on this machine:
   a thread hand-off.
 - When a worker dies, its sentinel fires: the jobs it had taken are run again on a
   replacement worker, or fail after they have been running in MAX_ATTEMPTS workers
-  that died (a poison job must not take the pool down).
+  that died (a poison job must not take the pool down). Only a death in a batch of
+  one counts against a job: the jobs of a bigger batch that died are run again alone
+  first, so a poison job is found and the innocent jobs of its batch are not
+  abandoned with it.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ class LocalPool:
         self._queued: dict[int, float] = {}      # id → when it went to the manager queue
         self._owned: dict[int, set[int]] = {}    # worker index → ids it has taken
         self._attempts: dict[int, int] = {}
+        self._alone: set[int] = set()            # ids lost in a batch: next time alone
         self._workers: dict[int, mp.Process] = {}
         self._pipes: dict[int, object] = {}
         self._lock = threading.Lock()            # _queued, _waiting_batches: dispatcher's too
@@ -176,9 +180,11 @@ class LocalPool:
                 jobs.extend(more)
             with self._lock:
                 free = max(1, self._count - self._waiting_batches)
+                alone = [(job,) for job in jobs if job.id in self._alone]
+                if alone:
+                    jobs = [job for job in jobs if job.id not in self._alone]
             size = min(MAX_BATCH, max(1, math.ceil(len(jobs) / free)))
-            for start in range(0, len(jobs), size):
-                batch = jobs[start:start + size]
+            for batch in alone + [jobs[i:i + size] for i in range(0, len(jobs), size)]:
                 now = time.monotonic()
                 with self._lock:
                     self._waiting_batches += 1
@@ -215,6 +221,7 @@ class LocalPool:
             for outcome in message.outcomes:
                 self._owned[index].discard(outcome.id)
                 self._attempts.pop(outcome.id, None)
+                self._alone.discard(outcome.id)
                 job = self._inflight.pop(outcome.id, None)
                 if job is not None:  # else a duplicate run's outcome: the first counted
                     finished.append((job, outcome))
@@ -265,6 +272,11 @@ class LocalPool:
     def _retry(self, jobs: list[Job]) -> None:
         again, failed = [], []
         for job in jobs:
+            if len(jobs) > 1:  # which of them killed it? run each alone to find out
+                with self._lock:
+                    self._alone.add(job.id)
+                again.append(job)
+                continue
             attempts = self._attempts.get(job.id, 0) + 1
             self._attempts[job.id] = attempts
             if attempts < MAX_ATTEMPTS:
@@ -272,10 +284,12 @@ class LocalPool:
                 continue
             self._inflight.pop(job.id, None)
             self._attempts.pop(job.id, None)
+            self._alone.discard(job.id)
             body = worker.error_body(f"the job was running in {attempts} worker processes "
                                      "that died; it was abandoned")
             try:
                 self._files.write(job.id, False, body)
+                self._files.commit()
                 failed.append((job, Outcome(job.id, False, body)))
             except OSError as exc:
                 failed.append((job, Outcome(job.id, False, body, str(exc), stored=False)))

@@ -43,6 +43,13 @@ class ResultFiles:
                 os.fsync(handle.fileno())
         os.replace(temporary, self.path(job_id, ok))
 
+    def commit(self) -> None:
+        """Make the renames done so far durable (fsync mode): fsync of a file covers
+        its data, not the directory entry that names it. Workers call it once per
+        batch, before reporting the batch done."""
+        if self.fsync:
+            sync_directory(self.dir)
+
     def read(self, job_id: int, ok: bool) -> bytes:
         with open(self.path(job_id, ok), "rb") as handle:
             return handle.read()
@@ -121,3 +128,11 @@ class ResultStore:
             for job_id, _ in items:
                 self._recent.pop(job_id, None)
         self.files.delete(items)
+
+
+def sync_directory(path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -19,7 +19,7 @@ from server.config import Settings
 from server.errors import error
 from server.jobs import JobService, QueueFull, ShuttingDown
 from server.metrics import Metrics
-from server.openapi import document
+from server.openapi import served
 
 log = logsetup.get("http")
 
@@ -150,7 +150,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return web.json_response(served(request.app[DATASET]))
 
 
 ROUTES = [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from compute.shared import SharedDataset, reclaim_stale_segments
 from server import datasource, logsetup
 from server.app import init_app
 from server.config import Settings
+from server.errors import JsonAppRunner
 from server.jobs import JobService
 from server.pool import LocalPool
 
@@ -61,6 +63,7 @@ async def _serve(settings: Settings) -> int:
                          retain=settings.max_results, fsync=settings.fsync)
     # From the first moment: a signal during start-up shuts down gracefully once up.
     _on_signals(loop, service)
+    _raise_file_limit()
     for name in reclaim_stale_segments():
         log.warning("removed shared memory %s left by a process that no longer runs", name)
     path = datasource.resolve(settings.data)
@@ -92,8 +95,11 @@ async def _serve(settings: Settings) -> int:
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)
-        runner = web.AppRunner(app, handle_signals=False,
-                               access_log_class=logsetup.AccessLogger)
+        # keepalive_timeout also closes a connection whose request line and headers
+        # have not all arrived by then (aiohttp arms it when the connection opens).
+        runner = JsonAppRunner(app, handle_signals=False,
+                               access_log_class=logsetup.AccessLogger,
+                               keepalive_timeout=settings.client_timeout)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
@@ -113,6 +119,16 @@ async def _serve(settings: Settings) -> int:
         await _linger(service, settings.shutdown_linger)
     log.info("stopped cleanly", extra=logsetup.CONSOLE)
     return 0
+
+
+def _raise_file_limit() -> None:
+    """Every connection is a file descriptor; the usual soft limit (1024) would refuse
+    connections long before the event loop is busy. Raise it to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _on_signals(loop: asyncio.AbstractEventLoop, service: JobService) -> None:

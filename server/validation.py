@@ -11,7 +11,7 @@ import re
 from compute.dataset import Dataset
 from compute.stats import Endpoint
 
-_JOB_ID = re.compile(r"^(?:job_id_)?([1-9][0-9]{0,17})$")
+_JOB_ID = re.compile(r"(?:job_id_)?([1-9][0-9]{0,17})")
 
 
 class BadRequest(Exception):
@@ -68,7 +68,7 @@ def job_fields(endpoint: Endpoint, body: dict, ds: Dataset) -> tuple[str, str | 
 
 def job_id(text: str) -> int | None:
     """The integer of `17` or `job_id_17`; None for anything else."""
-    match = _JOB_ID.match(text)
+    match = _JOB_ID.fullmatch(text)  # not match(): "$" also matches before a final "\n"
     return int(match.group(1)) if match else None
 
 

@@ -48,3 +48,10 @@ def test_unknown_key_and_bad_toml(tmp_path):
         load_settings(str(bad), environ={})
     with pytest.raises(ConfigError, match="no such"):
         load_settings(str(tmp_path / "missing.toml"), environ={})
+
+
+def test_client_timeout_setting():
+    assert load_settings(None, environ={}).client_timeout == 15.0
+    assert load_settings(None, environ={"LESTATS_CLIENT_TIMEOUT": "2.5"}).client_timeout == 2.5
+    with pytest.raises(ConfigError):
+        load_settings(None, environ={"LESTATS_CLIENT_TIMEOUT": "0"})

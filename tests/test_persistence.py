@@ -98,3 +98,14 @@ def test_long_poll_wakes_on_finish():
         assert asyncio.get_running_loop().time() - started >= 0.05
         assert table._waiters == {}
     asyncio.run(run())
+
+
+def test_evicted_jobs_are_not_run_again(tmp_path):
+    journal = JobJournal(tmp_path)
+    journal.open(set(), 0)
+    for i in (1, 2, 3):
+        journal.append(Job(i, "best5", "q", None))
+    journal.evicted([1, 2])  # finished, then their result files deleted
+    journal.close()
+    recovery = JobJournal(tmp_path).open({3}, 3)
+    assert recovery.unfinished == [] and recovery.next_id == 4

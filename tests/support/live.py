@@ -89,7 +89,8 @@ class LiveServer:
 def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: int = 2,
                  env: dict | None = None, state_dir: Path | None = None,
                  port: int | None = None, host: str = "127.0.0.1",
-                 ready_timeout: float = 30.0, wait_ready: bool = True) -> LiveServer:
+                 ready_timeout: float = 30.0, wait_ready: bool = True,
+                 preexec_fn=None) -> LiveServer:
     port = port or free_port()
     state_dir = state_dir or tmp_path / "state"
     log_file = tmp_path / "webserver.log"
@@ -103,7 +104,8 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
                    "LESTATS_SHUTDOWN_LINGER": "0", **(env or {})}
     with open(output, "wb") as sink:
         process = subprocess.Popen(command, cwd=tmp_path, env={
-            **environment, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT)
+            **environment, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn)
     server = LiveServer(f"http://127.0.0.1:{port}", process, state_dir, log_file, output,
                         port, command)
     if wait_ready:
