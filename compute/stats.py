@@ -2,8 +2,9 @@
 
 Every function takes the dataset, a question code and (for the per-state ones) a
 location code, and returns the `data` of the answer as plain Python objects in the
-order the contract asks for. Group means are np.bincount sums over the question's
-slice divided by counts; a group with no valued rows is omitted. ENDPOINTS is the one
+order the contract asks for. Group means are sums over runs of equal codes in the
+question's (sorted) slice divided by the run lengths; a group with no valued rows
+has no run and is omitted. ENDPOINTS is the one
 table the server's routes, validation and OpenAPI document are built from.
 """
 from __future__ import annotations
@@ -18,15 +19,22 @@ from compute.dataset import Dataset
 from compute.questions import HIGHER, LOWER
 
 
+def _run_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(key, mean) of every run of equal keys. Rows are sorted by question, location,
+    category and stratification, so inside a question's slice every location and every
+    group is one run: a single pass, no sorting, no table as wide as all groups."""
+    if keys.size == 0:
+        return keys, values
+    starts = np.flatnonzero(np.diff(keys, prepend=keys[0] - 1))
+    sums = np.add.reduceat(values, starts)
+    counts = np.diff(starts, append=keys.size)
+    return keys[starts], sums / counts
+
+
 def _location_means(ds: Dataset, q: int) -> tuple[np.ndarray, np.ndarray]:
     """(location codes, means) of the locations with at least one valued row."""
     rows = ds.question_slice(q)
-    n = len(ds.locations)
-    location = ds.arrays["location"][rows]
-    sums = np.bincount(location, weights=ds.arrays["value"][rows], minlength=n)
-    counts = np.bincount(location, minlength=n)
-    present = np.flatnonzero(counts)
-    return present, sums[present] / counts[present]
+    return _run_means(ds.arrays["location"][rows], ds.arrays["value"][rows])
 
 
 def _ascending(codes: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -103,12 +111,7 @@ def state_diff_from_mean(ds: Dataset, q: int, s: int) -> dict:
 def _group_means(ds: Dataset, rows: slice) -> tuple[np.ndarray, np.ndarray]:
     """(group codes, means) per (location, category, stratification) present in rows,
     in code order, which is (location, category, stratification) name order."""
-    groups = len(ds.locations) * len(ds.categories) * len(ds.stratifications)
-    group = ds.arrays["group"][rows]
-    sums = np.bincount(group, weights=ds.arrays["value"][rows], minlength=groups)
-    counts = np.bincount(group, minlength=groups)
-    present = np.flatnonzero(counts)
-    return present, sums[present] / counts[present]
+    return _run_means(ds.arrays["group"][rows], ds.arrays["value"][rows])
 
 
 def mean_by_category(ds: Dataset, q: int, s: None = None) -> dict:

@@ -63,6 +63,7 @@ def test_quick_benchmark_produces_every_number(tmp_path):
         assert all(run["segment_released"] for run in startup["runs"])
         assert set(results["in_worker_us"][label]) == ENDPOINTS
         assert all(cost["median_us"] > 0 for cost in results["in_worker_us"][label].values())
+        assert results["worker_path_us"][label]["jobs"] > 0
 
     assert results["targets"]
     assert all(isinstance(target["pass"], bool) for target in results["targets"])
