@@ -103,7 +103,7 @@ def load_csv(path: str | os.PathLike) -> Dataset:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
                         f"(the header has {len(header)} column(s))")
     wanted = [c for c in (*REQUIRED, YEAR) if c in raw_names]
-    _check_bytes(path, parsed=False)
+    ends_with_line_break = _check_bytes(path)
     try:
         table = pacsv.read_csv(
             path,
@@ -118,7 +118,8 @@ def load_csv(path: str | os.PathLike) -> Dataset:
         raise DataError(_describe_parse_error(path, header, exc)) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    _check_bytes(path, parsed=True)
+    if not ends_with_line_break:
+        raise DataError(_no_final_line_break(path))
     table = table.rename_columns([name.strip() for name in table.column_names])
     if table.num_rows == 0:
         raise DataError(f"{path}: has a header but no data rows")
@@ -171,32 +172,32 @@ def _describe_parse_error(path: str, header: list[str], exc: Exception) -> str:
     return f"{path}: cannot be parsed ({first_line})"
 
 
-def _check_bytes(path: str, parsed: bool) -> None:
+def _check_bytes(path: str) -> bool:
+    """Two signs of a damaged file that field counts cannot show, found in one pass
+    over a mapping of the file: NUL bytes (what a torn write or a crashed copy leaves;
+    never in CSV text) raise at once; a last line without its line break (a download
+    cut inside the last field) is returned as False and reported only if the file
+    otherwise parses, so that a parse error, more precise, comes first."""
     try:
-        _scan(path, parsed)
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return True
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                nul = data.find(b"\x00")
+                if nul >= 0:
+                    line = data[:nul].count(b"\n") + 1  # copies, on this error path only
+                    raise DataError(f"{path}: line {line} has a NUL byte (a damaged file?)")
+                return data[size - 1:size] in (b"\n", b"\r")
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _scan(path: str, parsed: bool) -> None:
-    """Two signs of a damaged file that the field counts cannot show. Before parsing:
-    NUL bytes (what a torn write or a crashed copy leaves; never in CSV text), found
-    in one memchr-speed pass over a mapping of the file. After a parse without error:
-    a last line without its line break (a download cut inside the last field)."""
+def _no_final_line_break(path: str) -> str:
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size == 0:
-            return
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            nul = -1 if parsed else data.find(b"\x00")
-            if nul >= 0:
-                line = data[:nul].count(b"\n") + 1  # copies, on this error path only
-                raise DataError(f"{path}: line {line} has a NUL byte (a damaged file?)")
-            if parsed and data[size - 1:size] not in (b"\n", b"\r"):
-                line = data[:size].count(b"\n") + 1
-                raise DataError(f"{path}: the last line ({line}) has no line break, so it "
-                                "may be cut short (a truncated download?); add one if the "
-                                "file is complete")
+        line = handle.read().count(b"\n") + 1
+    return (f"{path}: the last line ({line}) has no line break, so it may be cut short "
+            "(a truncated download?); add one if the file is complete")
 
 
 def _codes(column) -> tuple[np.ndarray, list[str]]:
