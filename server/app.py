@@ -9,7 +9,8 @@ from server.dashboard import add_dashboard_routes
 from server.errors import BODY_DEADLINE, json_errors, read_body
 from server.jobs import JobService
 from server.metrics import Metrics
-from server.routes import DATASET, INFO, METRICS, ROUTES, SERVICE, SETTINGS
+from server.openapi import served
+from server.routes import DATASET, INFO, METRICS, OPENAPI, ROUTES, SERVICE, SETTINGS
 
 # Bodies are two short strings; anything much larger is a mistake or an attack.
 MAX_BODY = 64 * 1024
@@ -25,6 +26,7 @@ def init_app(service: JobService, dataset: Dataset, settings: Settings,
     app[BODY_DEADLINE] = settings.client_timeout
     app[SERVICE] = service
     app[DATASET] = dataset
+    app[OPENAPI] = served(dataset)
     app[SETTINGS] = settings
     app[INFO] = info or {}
     app.add_routes(ROUTES)

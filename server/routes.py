@@ -19,7 +19,6 @@ from server.config import Settings
 from server.errors import error
 from server.jobs import JobService, QueueFull, ShuttingDown
 from server.metrics import Metrics
-from server.openapi import served
 
 log = logsetup.get("http")
 
@@ -28,6 +27,7 @@ DATASET = web.AppKey("dataset", Dataset)
 SETTINGS = web.AppKey("settings", Settings)
 INFO = web.AppKey("info", dict)
 METRICS = web.AppKey("metrics", Metrics)
+OPENAPI = web.AppKey("openapi", dict)  # built once per app: it names the loaded data
 
 MAX_WAIT = 30.0
 RETRY_AFTER = "1"
@@ -150,7 +150,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(served(request.app[DATASET]))
+    return web.json_response(request.app[OPENAPI])
 
 
 ROUTES = [
