@@ -7,7 +7,7 @@ import pytest
 from compute import demo
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.support.fixtures import write_rows
-from tests.support.live import shm_segments, start_server
+from tests.support.live import STARTED, shm_segments, start_server
 
 NO_DIRECTION = "Percent of adults who eat cake for breakfast"
 
@@ -38,6 +38,20 @@ def tricky_rows(seed: int) -> list[dict]:
                                  "year": rng.randint(2011, 2022)})
     rng.shuffle(rows)
     return rows
+
+
+@pytest.fixture(autouse=True)
+def no_server_outlives_its_test():
+    """A test that fails half-way must not leave its server processes running (they
+    would hold ports and shared memory for the rest of the run and beyond). Servers
+    of wider-scoped fixtures are started before this runs and are left alone."""
+    first = len(STARTED)
+    yield
+    for server in STARTED[first:]:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(10)
+    del STARTED[first:]
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+STARTED: list["LiveServer"] = []  # every server process a test started (see conftest)
 
 
 def free_port() -> int:
@@ -108,6 +109,7 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
             preexec_fn=preexec_fn)
     server = LiveServer(f"http://127.0.0.1:{port}", process, state_dir, log_file, output,
                         port, command)
+    STARTED.append(server)
     if wait_ready:
         _wait_ready(server, ready_timeout)
     return server
