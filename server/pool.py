@@ -76,7 +76,7 @@ class LocalPool:
         self._lock = threading.Lock()            # _queued, _waiting_batches: dispatcher's too
         self._credit = threading.Condition(self._lock)
         self._waiting_batches = 0                # put into the manager queue, not yet taken
-        self._last_death = 0.0
+        self._newest_taken = 0.0                 # when the newest batch taken was queued
         self._suspects: set[int] = set()
         self._stopping = False
         self.deaths = 0    # workers that died unexpectedly
@@ -165,7 +165,11 @@ class LocalPool:
         while True:
             with self._credit:
                 while self._waiting_batches >= self._count and not self._stopping:
-                    self._credit.wait(SWEEP_SECONDS)
+                    if not self._credit.wait(SWEEP_SECONDS):
+                        break  # no batch taken for a while: count again, below
+            if self._waiting_batches >= self._count and not self._stopping:
+                self._resync_credit()  # a batch may have vanished with a dead worker
+                continue
             jobs = self._incoming.get()
             if jobs is _STOP:
                 return
@@ -212,7 +216,8 @@ class LocalPool:
         if isinstance(message, Taken):
             with self._credit:
                 for job_id in message.ids:
-                    self._queued.pop(job_id, None)
+                    since = self._queued.pop(job_id, 0.0)
+                    self._newest_taken = max(self._newest_taken, since)
                 self._waiting_batches = max(0, self._waiting_batches - 1)
                 self._credit.notify()
             self._owned[index].update(message.ids)
@@ -244,7 +249,6 @@ class LocalPool:
         if self._stopping:
             return
         self.deaths += 1
-        self._last_death = time.monotonic()
         log.error("worker %d (pid %s) died with exit code %s; %d job(s) to run again",
                   index, process.pid, process.exitcode, len(lost))
         self._spawn(index)
@@ -300,32 +304,41 @@ class LocalPool:
             self._on_done(failed)
 
     def _sweep(self) -> None:
-        """Find jobs a worker took from the manager queue but died before reporting.
+        """Find jobs that left the manager queue without reaching a live worker.
 
-        Such a job is neither owned nor still in the queue. It can only exist after a
-        death, so look only then, and only at jobs that stay unaccounted for over two
-        sweeps while the queue is empty (a live worker reports within microseconds).
-        Running a job twice is harmless: only the first outcome counts.
+        A worker can die between taking a batch and reporting Taken, and the manager
+        can hand a batch to a worker that has just died (its get() was still waiting
+        in the manager). Such a job is neither owned nor in the queue. The queue is
+        FIFO, so a job queued before a batch that a live worker has taken has left
+        the queue; and when the queue is empty, every job not yet reported has. Jobs
+        are only suspected after half a second unreported and run again only if
+        still unreported at the next sweep (a live worker reports within
+        microseconds). Running a job twice is harmless: only the first outcome counts.
         """
         self._sweeper = self._loop.call_later(SWEEP_SECONDS, self._sweep)
-        if not self._last_death or self._stopping:
+        if self._stopping:
             return
-        try:
-            if self._jobs.qsize() > 0 or not self._incoming.empty():
-                self._suspects = set()
-                return
-        except (OSError, EOFError):
-            return
+        now = time.monotonic()
         with self._lock:
-            stale = {i for i, since in self._queued.items() if since < self._last_death}
-            lost_ids = stale & self._suspects
+            old = {i: since for i, since in self._queued.items()
+                   if since < now - SWEEP_SECONDS}
+        if not old:
+            self._suspects = set()
+            return
+        gone = {i for i, since in old.items() if since < self._newest_taken}
+        if len(gone) < len(old):
+            try:  # rare: only jobs unreported for half a second get here
+                if self._jobs.qsize() == 0:
+                    gone = set(old)
+            except (OSError, EOFError):
+                return
+        lost_ids = gone & self._suspects
+        self._suspects = gone - lost_ids
+        with self._lock:
             for job_id in lost_ids:
-                del self._queued[job_id]
+                self._queued.pop(job_id, None)
         lost = [self._inflight[i] for i in sorted(lost_ids) if i in self._inflight]
         if lost:
             log.error("%d job(s) were taken by a worker that died; running them again",
                       len(lost))
             self._retry(lost)
-        self._suspects = stale - lost_ids
-        if not stale:
-            self._last_death = 0.0
