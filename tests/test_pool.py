@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -104,3 +105,23 @@ async def test_a_job_in_workers_that_die_three_times_ends_in_error(pool_factory)
     outcome = pool._on_done.outcomes[1]
     assert not outcome.ok and b"abandoned" in outcome.body
     assert pool.reruns == 2
+
+
+async def test_a_batch_that_vanished_is_found_and_run_again(pool_factory):
+    """A job that left the manager queue but was never reported (its worker died
+    before saying Taken, or the manager handed it to a worker that had just died) is
+    run again once a later batch was taken (FIFO), after two sweeps."""
+    pool = pool_factory(1)
+    await asyncio.sleep(0)
+    vanished = Job(1, "global_mean", QUESTIONS[0])
+    pool._inflight[1] = vanished
+    pool._queued[1] = time.monotonic() - 10   # went into the queue long ago ...
+    pool._newest_taken = time.monotonic() - 5  # ... and a later batch has been taken
+    pool._sweeper.cancel()
+    pool._sweep()                              # first sweep: only suspected
+    assert pool.reruns == 0 and pool._suspects == {1}
+    pool._sweeper.cancel()
+    pool._sweep()                              # still unreported: run again
+    assert pool.reruns == 1
+    await asyncio.wait_for(pool._on_done.event.wait(), 30)
+    assert pool._on_done.outcomes[1].ok
