@@ -110,7 +110,7 @@ async def test_a_job_in_workers_that_die_three_times_ends_in_error(pool_factory)
 async def test_a_batch_that_vanished_is_found_and_run_again(pool_factory):
     """A job that left the manager queue but was never reported (its worker died
     before saying Taken, or the manager handed it to a worker that had just died) is
-    run again once a later batch was taken (FIFO), after two sweeps."""
+    run again after two sweeps: a later batch was taken (FIFO) and the queue is empty."""
     pool = pool_factory(1)
     await asyncio.sleep(0)
     vanished = Job(1, "global_mean", QUESTIONS[0])
