@@ -252,12 +252,11 @@ class LocalPool:
         log.error("worker %d (pid %s) died with exit code %s; %d job(s) to run again",
                   index, process.pid, process.exitcode, len(lost))
         self._spawn(index)
-        self._resync_credit()
         self._retry(lost)
 
     def _resync_credit(self) -> None:
-        """A worker that died may have taken a batch without saying so: count the
-        batches really waiting again (a rare, short round trip to the manager)."""
+        """Dispatcher thread: a worker that died may have taken a batch without saying
+        so; count the batches really waiting again (a short round trip to the manager)."""
         try:
             waiting = self._jobs.qsize()
         except (OSError, EOFError):

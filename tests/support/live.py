@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compute.shared import segments_of as shm_segments  # re-exported for the tests
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTED: list["LiveServer"] = []  # every server process a test started (see conftest)
 
@@ -129,7 +131,3 @@ def _wait_ready(server: LiveServer, timeout: float) -> None:
         time.sleep(0.05)
     server.stop(signal.SIGKILL)
     raise AssertionError(f"server not ready within {timeout} s:\n" + server.text())
-
-
-def shm_segments(pid: int) -> list[str]:
-    return [n for n in os.listdir("/dev/shm") if n.startswith(f"lestats-{pid}-")]
