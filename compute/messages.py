@@ -31,6 +31,11 @@ class Job:
     state: str | None = None
 
 
+def job_key(job: Job) -> tuple:
+    """What a job's answer depends on: jobs with equal keys have equal answers."""
+    return (job.endpoint, job.question, job.state)
+
+
 @_plain_pickle
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -42,7 +47,7 @@ class Batch:
 class Outcome:
     """`body` is the complete JSON body get_results answers with, encoded once; None
     when the worker has already sent the same body for the same question (see
-    compute.worker.JobRunner.report). `stored` is False when it could not be persisted."""
+    server.pool.worker.JobRunner.report). `stored` is False when it could not be persisted."""
     id: int
     ok: bool
     body: bytes | None

@@ -4,18 +4,19 @@ Every function takes the dataset, a question code and (for the per-state ones) a
 location code, and returns the `data` of the answer as plain Python objects in the
 order the contract asks for. Group means are sums over runs of equal codes in the
 question's (sorted) slice divided by the run lengths; a group with no valued rows
-has no run and is omitted. ENDPOINTS is the one
-table the server's routes, validation and OpenAPI document are built from.
+has no run and is omitted. COMPUTE maps each endpoint of compute.endpoints (the
+table the server's routes, validation, OpenAPI document and client are built from)
+to its function.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import orjson
 
 from compute.dataset import Dataset
+from compute.endpoints import ENDPOINTS
 from compute.questions import HIGHER, LOWER
 
 
@@ -125,32 +126,18 @@ def state_mean_by_category(ds: Dataset, q: int, s: int) -> dict:
     return {ds.locations[s]: dict(zip(ds.pair_keys[pairs].tolist(), means.tolist()))}
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    needs_state: bool
-    needs_direction: bool
-    compute: Callable[[Dataset, int, int | None], dict]
-    summary: str
-
-
-ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
-    Endpoint("states_mean", False, False, states_mean,
-             "Mean of every state, ascending (ties by name)"),
-    Endpoint("state_mean", True, False, state_mean, "Mean of one state"),
-    Endpoint("best5", False, True, best5, "The 5 best states, best first"),
-    Endpoint("worst5", False, True, worst5, "The 5 worst states, worst first"),
-    Endpoint("global_mean", False, False, global_mean, "Mean over all valued rows"),
-    Endpoint("diff_from_mean", False, False, diff_from_mean,
-             "global mean − state mean for every state, in states_mean order"),
-    Endpoint("state_diff_from_mean", True, False, state_diff_from_mean,
-             "global mean − state mean for one state"),
-    Endpoint("mean_by_category", False, False, mean_by_category,
-             "Mean per (state, category, stratification)"),
-    Endpoint("state_mean_by_category", True, False, state_mean_by_category,
-             "Mean per (category, stratification) of one state"),
-)}
-
+# The statistic behind each endpoint of compute.endpoints.ENDPOINTS.
+COMPUTE: dict[str, Callable[[Dataset, int, int | None], dict]] = {
+    "states_mean": states_mean,
+    "state_mean": state_mean,
+    "best5": best5,
+    "worst5": worst5,
+    "global_mean": global_mean,
+    "diff_from_mean": diff_from_mean,
+    "state_diff_from_mean": state_diff_from_mean,
+    "mean_by_category": mean_by_category,
+    "state_mean_by_category": state_mean_by_category,
+}
 
 
 def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None) -> bytes:
@@ -161,4 +148,4 @@ def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None) 
     # orjson: the shortest round-trip repr of every float, like json, but ~10x faster on
     # the large by-category answers. NaN/Infinity cannot occur: empty groups are
     # omitted or null.
-    return orjson.dumps(spec.compute(ds, q, s))
+    return orjson.dumps(COMPUTE[endpoint](ds, q, s))

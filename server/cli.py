@@ -1,11 +1,17 @@
-"""`lestats`: serve the API, or make data for it. A thin layer over the modules."""
+"""`lestats`: serve the API, ask it, or make data for it. A thin layer over the modules.
+
+Exit codes of `data fetch`: 0 saved; 1 the download is unusable; 130 Ctrl-C."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
+from client import cli as client_cli
 from compute import demo
-from server import client_cli
+from server import fetch
+
+REFUSED, INTERRUPTED = 1, 130
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,6 +34,38 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
     path = demo.write(args.out, args.rows, args.seed)
     print(f"wrote {args.rows} synthetic rows to {path}")
+    return 0
+
+
+def add_fetch_parser(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    get = data_subparsers.add_parser(
+        "fetch", help="download the CDC dataset for `lestats serve`",
+        description="Download the CDC BRFSS nutrition, physical activity and obesity "
+                    "CSV, check that it loads, and save it atomically.")
+    get.add_argument("--url", default=fetch.DEFAULT_URL, help="CSV to download "
+                     "(default: the CDC's full dataset)")
+    get.add_argument("--out", help=f"file to write (default {fetch.default_cache_path()})")
+    get.set_defaults(run=run_fetch)
+    return get
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    try:
+        path, ds = asyncio.run(fetch.fetch(args.url, args.out))
+    except fetch.FetchError as exc:
+        print(f"lestats: {exc}", file=sys.stderr)
+        return REFUSED
+    except KeyboardInterrupt:
+        print("lestats: interrupted; nothing was saved", file=sys.stderr)
+        return INTERRUPTED
+    years = ds.arrays["year"][ds.arrays["year"] > 0]  # 0 = no YearStart in the file
+    span = f"{years.min()}–{years.max()}" if years.size else "unknown"
+    print(f"saved {path}\n"
+          f"rows: {ds.rows_read} read, {ds.rows_loaded} with a value, "
+          f"{ds.rows_ignored} ignored (no numeric Data_Value)\n"
+          f"questions: {len(ds.questions)}\n"
+          f"states: {len(ds.locations)}\n"
+          f"years: {span}")
     return 0
 
 
@@ -54,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
     make_demo.add_argument("--rows", type=int, default=demo.DEFAULT_ROWS)
     make_demo.add_argument("--seed", type=int, default=0)
     make_demo.set_defaults(run=_demo)
-    client_cli.add_fetch_parser(data_commands)
+    add_fetch_parser(data_commands)
     return top
 
 

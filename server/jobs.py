@@ -14,8 +14,7 @@ import asyncio
 from pathlib import Path
 from typing import Callable
 
-from compute.messages import Job, Outcome
-from compute.worker import job_key
+from compute.messages import Job, Outcome, job_key
 from server import logsetup
 from server.journal import JobJournal
 from server.results import ResultStore

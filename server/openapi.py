@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 
-from compute.stats import ENDPOINTS
+from compute.endpoints import ENDPOINTS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -1,6 +1,6 @@
 """Every route of the service, visible in one screen (ROUTES at the bottom).
 
-The nine statistics are one table (compute.stats.ENDPOINTS): each becomes a
+The nine statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
 `POST /api/<name>` served by the same `submit` handler.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from aiohttp import web
 
 from compute.dataset import Dataset
-from compute.stats import ENDPOINTS, Endpoint
+from compute.endpoints import ENDPOINTS, Endpoint
 from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error

@@ -9,7 +9,7 @@ import json
 import re
 
 from compute.dataset import Dataset
-from compute.stats import Endpoint
+from compute.endpoints import Endpoint
 
 _JOB_ID = re.compile(r"(?:job_id_)?([1-9][0-9]{0,17})")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from compute.questions import LOWER_IS_BETTER
-from compute.stats import ENDPOINTS
+from compute.endpoints import ENDPOINTS
 from tests.reference import Reference, assert_close
 from tests.support.inprocess import running_app
 

@@ -10,9 +10,10 @@ import pytest
 from aiohttp import web
 
 from compute import stats
+from compute.endpoints import ENDPOINTS
 from compute.dataset import load_csv
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from server.client import Client, ClientError, SyncClient
+from client import Client, ClientError, SyncClient
 from server.cli import main
 from tests.support.live import free_port, start_server
 
@@ -55,10 +56,10 @@ def run_cli(*argv: str) -> int:
     return main(list(argv))
 
 
-@pytest.mark.parametrize("endpoint", list(stats.ENDPOINTS))
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
 async def test_every_endpoint_method_answers_what_the_statistic_computes(
         server, expected, endpoint):
-    spec = stats.ENDPOINTS[endpoint]
+    spec = ENDPOINTS[endpoint]
     question = HIGHER_IS_BETTER[0]
     state_args = ("Ohio",) if spec.needs_state else ()
     async with Client(server[0], timeout=30) as client:

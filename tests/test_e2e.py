@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from compute.stats import ENDPOINTS
+from compute.endpoints import ENDPOINTS
 from tests.reference import Reference, assert_close
 from tests.support.live import ROOT, shm_segments, start_server
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from compute import demo
 from compute.dataset import load_csv
-from server import client_cli, fetch
+from server import cli, fetch
 from server.cli import main
 from server.fetch import FetchError
 
@@ -160,9 +160,9 @@ async def test_ctrl_c_in_the_command_exits_130_and_saves_nothing(
         await asyncio.Event().wait()
 
     url = await serve(aiohttp_server, half_then(csv_bytes, stall))
-    code = ("import argparse, sys\nfrom server import client_cli\n"
+    code = ("import argparse, sys\nfrom server import cli\n"
             f"args = argparse.Namespace(url={url!r}, out={str(target)!r})\n"
-            "sys.exit(client_cli.run_fetch(args))")
+            "sys.exit(cli.run_fetch(args))")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute.stats import ENDPOINTS
+from compute.endpoints import ENDPOINTS
 from tests.support.live import shm_segments, start_server
 from tests.support.load import QUESTIONS, log_text
 from tests.support.load import http as call

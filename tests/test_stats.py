@@ -7,7 +7,8 @@ import pytest
 
 from compute.dataset import load_csv
 from compute.questions import direction
-from compute.stats import ENDPOINTS, answer
+from compute.endpoints import ENDPOINTS
+from compute.stats import answer
 from tests.reference import Reference, assert_close
 
 

@@ -451,7 +451,7 @@ def measure_startup(dataset: dict, plan: Plan, workdir: Path) -> dict:
 
 # -- 2. in-worker cost --------------------------------------------------------------------
 def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
-    """What one job costs a worker as it really runs them: compute.worker.JobRunner
+    """What one job costs a worker as it really runs them: server.pool.worker.JobRunner
     (which memoises answers per question) over a stream of jobs with random endpoints,
     questions and states, as the mixed workload sends them."""
     from types import SimpleNamespace
@@ -459,7 +459,7 @@ def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
     from compute.dataset import load_csv
     from compute.messages import Job
     from compute.questions import direction
-    from compute.worker import JobRunner
+    from server.pool.worker import JobRunner
 
     ds = load_csv(path)
     runner = JobRunner(SimpleNamespace(dataset=ds))
@@ -485,7 +485,8 @@ def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
 def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
     from compute.dataset import load_csv
     from compute.questions import direction
-    from compute.stats import ENDPOINTS as SPECS, answer
+    from compute.endpoints import ENDPOINTS as SPECS
+    from compute.stats import COMPUTE, answer
 
     ds = load_csv(path)
     rng = random.Random(seed)
@@ -513,7 +514,7 @@ def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
             q = ds.question_index[rng.choice(pool)]
             s = ds.location_index[rng.choice(ds.locations)] if spec.needs_state else None
             t0 = time.perf_counter_ns()
-            spec.compute(ds, q, s)
+            COMPUTE[endpoint](ds, q, s)
             compute.append(time.perf_counter_ns() - t0)
         result[endpoint] = {"median_us": round(float(np.median(array)), 1),
                             "p90_us": round(float(np.percentile(array, 90)), 1),

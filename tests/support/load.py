@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from compute.stats import ENDPOINTS
+from compute.endpoints import ENDPOINTS
 from tests.reference import Reference, assert_close
 
 QUESTIONS = (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)

@@ -1,7 +1,7 @@
-"""The `lestats ask` and `lestats data fetch` subcommands (wired into server.cli).
+"""The `lestats ask` subcommand (wired into server.cli; needs aiohttp only).
 
-Exit codes: 0 done; 1 the server refused the request, the job failed or the
-download is unusable; 3 no answer (server unreachable or timeout); 130 Ctrl-C.
+Exit codes: 0 done; 1 the server refused the request or the job failed; 3 no answer
+(server unreachable or timeout); 130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import asyncio
 import json
 import sys
 
-from compute.stats import ENDPOINTS
-from server import fetch
-from server.client import DEFAULT_TIMEOUT, DEFAULT_URL, Answer, Client, ClientError
+from compute.endpoints import ENDPOINTS
+from client.http import DEFAULT_TIMEOUT, DEFAULT_URL, Answer, Client, ClientError
 
 REFUSED, NO_ANSWER, INTERRUPTED = 1, 3, 130
 KEY_COLUMNS = ("state", "category", "stratification")
@@ -37,18 +36,6 @@ def add_ask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     return ask
 
 
-def add_fetch_parser(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    get = data_subparsers.add_parser(
-        "fetch", help="download the CDC dataset for `lestats serve`",
-        description="Download the CDC BRFSS nutrition, physical activity and obesity "
-                    "CSV, check that it loads, and save it atomically.")
-    get.add_argument("--url", default=fetch.DEFAULT_URL, help="CSV to download "
-                     "(default: the CDC's full dataset)")
-    get.add_argument("--out", help=f"file to write (default {fetch.default_cache_path()})")
-    get.set_defaults(run=run_fetch)
-    return get
-
-
 def run_ask(args: argparse.Namespace) -> int:
     async def ask() -> Answer:
         async with Client(args.url, args.timeout) as client:
@@ -69,26 +56,6 @@ def run_ask(args: argparse.Namespace) -> int:
         return INTERRUPTED
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json
           else table(args.endpoint, data))
-    return 0
-
-
-def run_fetch(args: argparse.Namespace) -> int:
-    try:
-        path, ds = asyncio.run(fetch.fetch(args.url, args.out))
-    except fetch.FetchError as exc:
-        print(f"lestats: {exc}", file=sys.stderr)
-        return REFUSED
-    except KeyboardInterrupt:
-        print("lestats: interrupted; nothing was saved", file=sys.stderr)
-        return INTERRUPTED
-    years = ds.arrays["year"][ds.arrays["year"] > 0]  # 0 = no YearStart in the file
-    span = f"{years.min()}–{years.max()}" if years.size else "unknown"
-    print(f"saved {path}\n"
-          f"rows: {ds.rows_read} read, {ds.rows_loaded} with a value, "
-          f"{ds.rows_ignored} ignored (no numeric Data_Value)\n"
-          f"questions: {len(ds.questions)}\n"
-          f"states: {len(ds.locations)}\n"
-          f"years: {span}")
     return 0
 
 

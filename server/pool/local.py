@@ -1,8 +1,4 @@
-"""Dispatch of jobs to worker processes, behind a small interface.
-
-`Executor` is all the rest of the server knows: start it in the event loop, submit
-jobs (never blocking), get outcomes through a callback in the event loop, stop it. A
-distributed executor could replace LocalPool without touching compute/ or the routes.
+"""The embedded executor (server.executor.Executor): worker processes on this machine.
 
 LocalPool runs TP_NUM_OF_THREADS worker processes on this machine:
 - Jobs submitted during one turn of the event loop are handed together to the
@@ -30,12 +26,13 @@ import queue
 import threading
 import time
 from multiprocessing.managers import SyncManager
-from typing import Callable, Iterable, Protocol
+from typing import Iterable
 
-from compute import worker
 from compute.messages import Batch, Done, Job, Outcome, Taken
 from compute.shared import SharedHandle
 from server import logsetup
+from server.executor import OnDone
+from server.pool import worker
 from server.results import ResultFiles
 
 log = logsetup.get("pool")
@@ -44,17 +41,6 @@ MAX_ATTEMPTS = 3
 MAX_BATCH = 64
 SWEEP_SECONDS = 0.5
 _STOP = None
-
-# Called in the event loop with (job, outcome) pairs.
-OnDone = Callable[[list[tuple[Job, Outcome]]], None]
-
-
-class Executor(Protocol):
-    def start(self) -> None: ...
-    def submit(self, jobs: Iterable[Job]) -> None: ...
-    async def stop(self, timeout: float = 10.0) -> None: ...
-    def pids(self) -> dict: ...
-
 
 class LocalPool:
     def __init__(self, handle: SharedHandle, workers: int, files: ResultFiles,

@@ -1,4 +1,4 @@
-"""A Python client for the job API (SPEC §3), built on aiohttp's client.
+"""A Python client for the job API (docs/api.md), built on aiohttp's client alone.
 
     async with Client("http://127.0.0.1:5000") as client:
         top = await client.best5("Percent of adults who have obesity ...")
@@ -6,7 +6,7 @@
     SyncClient("http://127.0.0.1:5000").best5(question)   # from a plain script
 
 Every statistic is one method named like its endpoint, generated from
-compute.stats.ENDPOINTS (the table the server's routes come from), so a new endpoint
+compute.endpoints.ENDPOINTS (the table the server's routes come from), so a new endpoint
 needs no client change. Each method submits the job and waits for the answer with
 long polling. `ask(endpoint, question, state)` is the same call with the endpoint as
 a string; it is the one to use where a type checker must see the signature.
@@ -23,7 +23,7 @@ from typing import Any, Callable, TypedDict
 
 import aiohttp
 
-from compute.stats import ENDPOINTS, Endpoint
+from compute.endpoints import ENDPOINTS, Endpoint
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 DEFAULT_TIMEOUT = 60.0

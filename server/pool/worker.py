@@ -1,4 +1,7 @@
-"""The worker process: attach to the shared dataset, then answer batches of jobs."""
+"""The worker process: attach to the shared dataset, then answer batches of jobs.
+
+It takes batches from the manager queue, writes each result file (server.results)
+and reports on its own pipe; compute/ only supplies the dataset and the statistics."""
 from __future__ import annotations
 
 import ctypes
@@ -9,7 +12,7 @@ import signal
 import traceback
 from typing import Protocol
 
-from compute.messages import Batch, Done, Job, Outcome, Taken
+from compute.messages import Batch, Done, Job, Outcome, Taken, job_key
 from compute.shared import SharedDataset, SharedHandle
 from compute.stats import answer
 
@@ -42,7 +45,7 @@ def error_body(reason: str) -> bytes:
 
 class ResultSink(Protocol):
     """Where a worker puts each outcome before reporting it (server.results.ResultFiles:
-    one file per job id). compute/ only knows that it must be durable before Done."""
+    one file per job id); it must be durable before Done."""
 
     def write(self, job_id: int, ok: bool, body: bytes) -> None: ...
 
@@ -87,10 +90,6 @@ class JobRunner:
             return Outcome(outcome.id, True, None)
         self._sent.add(key)
         return outcome
-
-
-def job_key(job: Job) -> tuple:
-    return (job.endpoint, job.question, job.state)
 
 
 def _persist(sink: ResultSink, outcome: Outcome) -> Outcome:

@@ -1,0 +1,22 @@
+"""The seam between the job service and whatever runs the jobs.
+
+`Executor` is all the rest of the server knows: start it in the event loop, submit
+jobs (never blocking), get outcomes through a callback in the event loop, stop it.
+server.pool.LocalPool is the embedded implementation (worker processes on this
+machine); another executor can replace it without touching compute/ or the routes.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Protocol
+
+from compute.messages import Job, Outcome
+
+# Called in the event loop with (job, outcome) pairs.
+OnDone = Callable[[list[tuple[Job, Outcome]]], None]
+
+
+class Executor(Protocol):
+    def start(self) -> None: ...
+    def submit(self, jobs: Iterable[Job]) -> None: ...
+    async def stop(self, timeout: float = 10.0) -> None: ...
+    def pids(self) -> dict: ...
