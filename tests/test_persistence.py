@@ -50,11 +50,11 @@ def test_results_are_atomic_and_scanned(tmp_path):
     files.write(7, True, b'{"status": "done", "data": 1}')
     files.write(8, False, b'{"status": "error", "reason": "x"}')
     (tmp_path / "jobs" / ".9.123.tmp").write_bytes(b"half")
-    assert store.scan() == {7: True, 8: False}
+    assert store.scan() == ({7: True, 8: False}, set())
     assert not (tmp_path / "jobs" / ".9.123.tmp").exists()
     assert store.read(7, True) == b'{"status": "done", "data": 1}'
     store.delete([(7, True)])
-    assert store.scan() == {8: False}
+    assert store.scan() == ({8: False}, set())
 
 
 def test_bodies_are_shared_by_question_and_recent_ids_bounded(tmp_path):
