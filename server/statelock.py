@@ -1,4 +1,4 @@
-"""One server per state dir: an exclusive flock on the directory itself.
+"""One server per state dir: an exclusive flock on the directory itself, taken first.
 
 Two servers on one state dir would corrupt it (issue 8, item 1: the second one
 compacted the journal the first was still appending to, and ids were later handed out
@@ -8,7 +8,8 @@ one line naming the holder's pid, having touched nothing. The lock is the kernel
 it goes with the process however that ends (kill -9 included), so there is no stale
 lock file to clean up and nothing new in the state dir. The descriptor is not
 inherited by the worker or manager processes (Python opens it non-inheritable and they
-are spawned, not forked).
+are spawned, not forked). Once locked, the directory's shape is checked, so that
+a state dir that cannot work stops start-up with one line before the data is loaded.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class StateLock:
         self._fd: int | None = descriptor
 
     @classmethod
-    def take(cls, state_dir: str | os.PathLike) -> "StateLock":
+    def take(cls, state_dir: str | os.PathLike) -> StateLock:
         path = Path(state_dir)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -50,12 +51,31 @@ class StateLock:
             os.close(descriptor)
             raise StateDirError(f"state dir {path} cannot be locked "
                                 f"({exc.strerror or exc})") from None
+        try:
+            _check_shape(path)
+        except StateDirError:
+            os.close(descriptor)
+            raise
         return cls(path, descriptor)
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the last descriptor drops the flock
             self._fd = None
+
+
+def _check_shape(path: Path) -> None:
+    """What can be told before the data is loaded (seconds, for a large file): the
+    state dir can be written and holds what it should where it should."""
+    if not os.access(path, os.W_OK | os.X_OK):
+        read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+        raise StateDirError(f"state dir {path} is not writable"
+                            f"{' (Read-only file system)' if read_only else ''}")
+    for name, is_right, wanted in (("journal.jsonl", os.path.isfile, "a file"),
+                                   ("jobs", os.path.isdir, "a directory")):
+        if os.path.lexists(path / name) and not is_right(path / name):
+            raise StateDirError(f"{path / name} is not {wanted}; the state dir is "
+                                "damaged or not a lestats state dir")
 
 
 def _holder(descriptor: int) -> int | None:
