@@ -91,7 +91,7 @@ class JobService:
             else:
                 unfinished.append(job)
         rerun = {job.id for job in unfinished}
-        for job_id in sorted(empty - rerun):
+        for job_id in sorted(empty - rerun - finished.keys()):
             finished[job_id] = False  # its result is lost and its question unknown
             self._settle(job_id, DAMAGED)
         if empty:

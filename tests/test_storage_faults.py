@@ -205,12 +205,21 @@ def test_a_full_disk_refuses_jobs_loses_no_id_and_recovers_by_itself(
         lines = journal_lines(disk / "state")
         assert {line["id"] for line in lines if "id" in line} >= set(asked) - {last - 1, last}
 
+        # A kill -9, and a restart on the disk full again: the server starts (it cannot
+        # compact the journal, so it appends to it as it is), serves every answer,
+        # says it is not ready, and takes jobs once space comes back.
+        filler = fill(disk)
         server.stop(signal.SIGKILL)
         again = start_server(tmp_path, data=demo_csv, workers=1, state_dir=disk / "state")
         for job_id, (endpoint, q) in asked.items():
             mix.check(endpoint, {"question": q}, result(again, job_id))
+        assert "storage is full" in wait_for(lambda: not_ready(again))["reason"]
+        refused_for_storage(again, "storage is full")
+        filler.unlink()
+        wait_for(lambda: again.get("/readyz")[0] == 200, what="/readyz ready again")
         assert again.post("/api/best5", {"question": questions[0]})[1]["job_id"] == newest + 2
         assert again.stop() == 0
+        journal_lines(disk / "state")
 
 
 def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path):
