@@ -51,16 +51,22 @@ def remount(path: Path, mode: str) -> None:
                    capture_output=True, timeout=30)
 
 
-def fill(directory: Path) -> Path:
-    """Write a file in `directory` until its file system is full (ENOSPC)."""
+def fill(directory: Path, leave_pages: int = 0) -> Path:
+    """Write a file in `directory` until its file system is full (ENOSPC), or until
+    only `leave_pages` pages are free (never full for an instant on the way)."""
+    info = os.statvfs(directory)
+    room = info.f_bfree * info.f_frsize - leave_pages * PAGE
     filler = directory / "filler"
     chunk = b"\xff" * PAGE
     with open(filler, "wb", buffering=0) as handle:
         for _ in range(1 << 20):  # bounded: 4 GiB, far beyond any test tmpfs
+            if leave_pages and handle.tell() >= room:
+                break
             try:
                 handle.write(chunk)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
+                assert not leave_pages, "the file system filled up early"
                 break
     return filler
 
@@ -274,8 +280,8 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
         first = server.post("/api/mean_by_category", {"question": question})[1]["job_id"]
         want = result(server, first)  # a ~22 KB answer
         mix.check("mean_by_category", {"question": question}, want)
-        filler = fill(jobs)
-        os.truncate(filler, filler.stat().st_size - PAGE)  # one free page: not "full"
+        filler = fill(jobs, leave_pages=1)  # not "full", but no room for the answer
+        assert os.statvfs(jobs).f_bfree == 1
         status, body = server.post("/api/mean_by_category", {"question": question})
         assert status == 200, body  # journaled; its result then fails to be written
         stuck = body["job_id"]
