@@ -71,6 +71,7 @@ class JobService:
         StateDirError (one line)."""
         self.dataset = self.journal.dataset = dataset
         try:
+            self.storage.remove_stale_probes()
             finished, empty = self.results.scan()
             recovery = self.journal.open(finished, max((*finished, *empty), default=0))
         except JournalError as exc:

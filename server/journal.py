@@ -186,11 +186,8 @@ class JobJournal:
         os.ftruncate(self._fd, self._size)
         self._torn = False
 
-    @property
-    def needs_repair(self) -> bool:
-        return self._torn
-
     def repair(self) -> None:
+        """Cut a torn tail a failed write left, if any (OSError if still impossible)."""
         if self._torn:
             self._repair()
 

@@ -7,15 +7,16 @@ answering wrongly: `fault` holds the reason, /readyz answers 503 with it, POSTs 
 refused with 503 + Retry-After, and the jobs whose results could not be stored wait.
 
 A fault is set by the write that failed, or by the once-a-second check when the file
-system is read-only or has no free block left. It is cleared only by the same check
-finding that a probe file of PROBE_BYTES can be written and removed in the results
-directory: a bit more than the largest answer, so that the server does not flap
-between "ready" and a failed write when a few bytes come free. The check's system
-calls run in a thread, never on the event loop (a hung file system must not freeze
-HTTP).
+system is read-only or has no free block or inode left. It is cleared only by the
+same check finding that a probe file of PROBE_BYTES can be written and removed in the
+state dir and in the results directory: a bit more than the largest answer, so that the server does not
+flap between "ready" and a failed write when a few bytes come free. The check's
+system calls run in a thread, never on the event loop (a hung file system must not
+freeze HTTP).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -63,12 +64,27 @@ class StorageHealth:
             free = info.f_bfree if os.geteuid() == 0 else info.f_bavail
             if free == 0:
                 return f"storage is full: no space left for {name}"
+            if info.f_files and info.f_ffree == 0:
+                return f"storage is full: no inodes left for {name}"
         if faulted:
-            return _probe(self.dirs["the results directory"])
+            for name, path in self.dirs.items():
+                problem = _probe(name, path)
+                if problem:
+                    return problem
         return None
 
 
-def _probe(directory: str) -> str | None:
+    def remove_stale_probes(self) -> None:
+        """Start-up: probe files a killed server left (those in jobs/ go with the
+        results' temporaries)."""
+        state_dir = self.dirs["the state dir"]
+        for entry in os.listdir(state_dir):
+            if entry.startswith(".probe.") and entry.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(state_dir, entry))
+
+
+def _probe(name: str, directory: str) -> str | None:
     path = os.path.join(directory, f".probe.{os.getpid()}.tmp")
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -80,7 +96,7 @@ def _probe(directory: str) -> str | None:
             os.close(descriptor)
         return None
     except OSError as exc:
-        return describe("results cannot be written", exc)
+        return describe(f"{name} cannot be written", exc)
     finally:
         try:
             os.unlink(path)

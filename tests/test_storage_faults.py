@@ -226,6 +226,9 @@ def test_a_full_disk_refuses_jobs_loses_no_id_and_recovers_by_itself(
         assert again.post("/api/best5", {"question": questions[0]})[1]["job_id"] == newest + 2
         assert again.stop() == 0
         journal_lines(disk / "state")
+        for run in (server, again):  # told in one line per episode, never a traceback
+            assert "Traceback" not in run.text() + run.log_file.read_text()
+            assert run.text().count("storage fault:") <= 2, run.text()
 
 
 def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path):
@@ -309,6 +312,7 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
         late = server.post("/api/best5", {"question": question})[1]["job_id"]
         mix.check("best5", {"question": question}, result(server, late))
         assert server.stop() == 0
+        assert "Traceback" not in server.text() + server.log_file.read_text()
 
 
 # -- 11. a restart on other data ---------------------------------------------------------
