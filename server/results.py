@@ -164,14 +164,13 @@ DAMAGED = json.dumps({"status": "error", "reason": "the stored result of this jo
 
 
 def is_result_body(body: bytes) -> bool:
-    """A complete get_results body: a JSON object whose status is done or error."""
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(parsed, dict) and (
-        (parsed.get("status") == "done" and "data" in parsed)
-        or (parsed.get("status") == "error" and isinstance(parsed.get("reason"), str)))
+    """The shape every get_results body is written in (compute.worker: a done body, or
+    an error body), ending where a JSON object ends, with no NUL byte (what a power loss
+    leaves of data that had not reached the disk). Checked on every read from disk, so
+    it is O(1) plus one memchr rather than a JSON parse (~1 ms for the largest answers,
+    holding the GIL the event loop needs)."""
+    return (body.startswith((b'{"status": "done", "data": ', b'{"status": "error", "reason": '))
+            and body.endswith(b"}") and b"\0" not in body)
 
 
 def sync_directory(path) -> None:

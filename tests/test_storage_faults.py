@@ -420,12 +420,13 @@ def test_empty_or_garbage_result_files_are_never_served_as_answers(tmp_path, dem
     (state / "jobs" / "2.json").write_bytes(b"")         # question unknown: an error
     (state / "jobs" / "3.json").write_bytes(b"garbage")  # found when read: an error
     (state / "jobs" / "4.json").write_bytes(b'{"status": "done", "data": {"x": 1}}')
+    (state / "jobs" / "5.json").write_bytes(b"\0" * 300)  # data lost by a power cut
     server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=state)
     mix.check("best5", {"question": questions[0]}, result(server, 1))
-    for job_id in (2, 3):
+    for job_id in (2, 3, 5):
         status, body = server.get(f"/api/get_results/{job_id}")
         assert status == 200 and body["status"] == "error", body
         assert "damaged" in body["reason"], body
     assert server.get("/api/get_results/4")[1] == {"status": "done", "data": {"x": 1}}
-    assert server.post("/api/best5", {"question": questions[0]})[1]["job_id"] == 5
+    assert server.post("/api/best5", {"question": questions[0]})[1]["job_id"] == 6
     assert server.stop() == 0
