@@ -15,9 +15,11 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from compute import demo
 from compute.dataset import load_csv
@@ -100,6 +102,13 @@ def result(server, job_id: int, timeout: float = 30.0) -> dict:
             return body
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} still running after {timeout} s")
+
+
+def metric(server, name: str) -> float:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return next(sample.value for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name == name)
 
 
 def not_ready(server) -> dict | None:
@@ -292,6 +301,7 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
                                 what="/readyz says results cannot be stored")
         assert "storage is full" in body["reason"], body
         assert server.get(f"/api/get_results/{stuck}")[1] == {"status": "running"}
+        assert metric(server, "lestats_storage_writable") == 0
         refused_for_storage(server, "storage is full")
         assert [p.name for p in jobs.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -300,6 +310,8 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
         wait_for(lambda: server.get("/readyz")[0] == 200, what="/readyz ready again")
         again = server.post("/api/mean_by_category", {"question": question})[1]["job_id"]
         assert result(server, again) == want  # and no error answer was cached
+        assert metric(server, "lestats_storage_writable") == 1
+        assert metric(server, "lestats_storage_faults") == 1
 
         # A read-only file system: the same story, told within a second.
         remount(jobs, "ro")
