@@ -39,6 +39,7 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
         body = validation.parse_body(await request.read())
         question, state = validation.job_fields(endpoint, body, request.app[DATASET])
         job = service.accept(endpoint.name, question, state)
+        await service.durable()  # a failed fsync: journaled, runs, but not acknowledged
     except validation.BadRequest as exc:
         return error(400, str(exc))
     except ShuttingDown:
@@ -47,10 +48,6 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
         return error(503, "the job queue is full; retry later",
                      headers={"Retry-After": RETRY_AFTER})
     except StorageUnavailable as exc:
-        return error(503, f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER})
-    try:
-        await service.durable()
-    except StorageUnavailable as exc:  # journaled, maybe not durable: it runs anyway
         return error(503, f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER})
     return web.json_response({"job_id": job.id})
 
