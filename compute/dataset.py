@@ -12,6 +12,8 @@ one contiguous run: the statistics then work on slices, never on masks.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import mmap
 import os
 import stat
@@ -83,6 +85,22 @@ class Dataset:
         len(categories) * len(stratifications)."""
         return np.array([str((c, s)) for c in self.categories
                          for s in self.stratifications] or [""], dtype=object)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short, stable name of the data itself (16 hex digits): equal for two loads
+        that give the same arrays and vocabularies — hence the same answers — and
+        different otherwise, whatever the file is called. The server records it with
+        every job (server/journal.py) so a job is never answered on other data than
+        the data it was accepted under. Hashing the arrays, not the file, is cheaper
+        (they are a fraction of its size) and ignores what the statistics never read."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update(json.dumps(self.vocabularies(), ensure_ascii=False).encode())
+        for name in ARRAY_NAMES:
+            array = np.ascontiguousarray(self.arrays[name])
+            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {"questions": self.questions, "locations": self.locations,

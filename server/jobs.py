@@ -7,6 +7,11 @@ outcomes:  the worker writes each result file (atomically) before it reports the
            "done" before its result is on disk.
 shutdown:  stop accepting, wait until every accepted job has finished, stop the
            executor; the caller then lingers and releases the shared memory.
+storage:   when the journal or a result cannot be written (server.storage), new jobs
+           are refused with 503 and no id is used up; a job whose result could not be
+           stored stays "running" and is run again once the storage works (a check
+           every second); at shutdown such jobs are left in the journal, and the next
+           start runs them.
 """
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 from compute.messages import Job, Outcome, job_key
-from server import logsetup
-from server.journal import JobJournal
-from server.results import ResultStore
+from server import logsetup, storage
+from server.journal import MAX_JOB_ID, JobJournal, JournalError
+from server.results import DAMAGED, ResultStore
+from server.statelock import StateDirError
+from server.pool.worker import error_body
 from server.status import StatusTable
 
 log = logsetup.get("jobs")
@@ -31,13 +38,22 @@ class ShuttingDown(Exception):
     pass
 
 
+class StorageUnavailable(Exception):
+    """The job cannot be recorded now; the message says why (storage full...)."""
+
+
 class JobService:
     def __init__(self, state_dir: Path, *, max_queue: int, retain: int, fsync: bool = False):
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.max_queue = max_queue
+        self.dataset: str | None = None  # fingerprint of the loaded data, set by open()
         self.journal = JobJournal(state_dir, fsync)
         self.results = ResultStore(state_dir, fsync)
+        self.storage = storage.StorageHealth(state_dir, self.results.files.dir)
+        self._parked: dict[int, Job] = {}  # results not stored: run again when writable
+        self._unjournaled: list[tuple[int, bool]] = []  # evictions not yet journaled
+        self._watcher: asyncio.Task | None = None
         self.status = StatusTable(retain=retain)
         self.accepting = False
         self.executor = None
@@ -47,24 +63,63 @@ class JobService:
         self.linger_cut = asyncio.Event()
         self.listeners: list[Callable[[str, Job, bool], None]] = []  # (event, job, ok)
 
-    def open(self) -> list[Job]:
-        """Load what earlier runs left: finished results and jobs a crash interrupted."""
-        finished = self.results.scan()
-        recovery = self.journal.open(finished, max(finished, default=0))
+    def open(self, dataset: str | None = None) -> list[Job]:
+        """Load what earlier runs left: finished results and jobs a crash interrupted.
+        `dataset` is the loaded data's fingerprint (compute.dataset.Dataset.fingerprint):
+        recorded with every new job, and an interrupted job accepted under another one
+        answers an error instead of running. A state dir that cannot be used raises
+        StateDirError (one line)."""
+        self.dataset = self.journal.dataset = dataset
+        try:
+            self.storage.remove_stale_probes()
+            finished, empty = self.results.scan()
+            recovery = self.journal.open(finished, max((*finished, *empty), default=0))
+        except JournalError as exc:
+            raise StateDirError(str(exc)) from None
+        except OSError as exc:
+            raise StateDirError(f"{self.results.files.dir} cannot be used "
+                                f"({exc.strerror or exc})") from None
         self.status.next_id = recovery.next_id
+        unfinished = []
+        for job in recovery.unfinished:
+            accepted_under = recovery.datasets.get(job.id)
+            if accepted_under is not None and accepted_under != self.dataset:
+                # Never compute a job on other data than it was asked of.
+                finished[job.id] = False
+                self._settle(job.id, error_body(
+                    f"the data changed since this job was accepted (dataset "
+                    f"{accepted_under}, now {self.dataset}); please ask again"))
+            else:
+                unfinished.append(job)
+        rerun = {job.id for job in unfinished}
+        for job_id in sorted(empty - rerun - finished.keys()):
+            finished[job_id] = False  # its result is lost and its question unknown
+            self._settle(job_id, DAMAGED)
+        if empty:
+            log.warning("%d result file(s) were empty (lost by a power loss?): %d run "
+                        "again, the others answer an error", len(empty), len(empty & rerun))
         for job_id in sorted(finished):
             self.status.add_finished(job_id, finished[job_id])
-        for job in recovery.unfinished:
+        for job in unfinished:
             self.status.add_running(job.id)
-        if recovery.unfinished:
+        if unfinished:
             self._drained.clear()  # a signal during start-up must still wait for these
         self._evict()
-        return recovery.unfinished
+        return unfinished
+
+    def _settle(self, job_id: int, body: bytes) -> None:
+        """Start-up: give a job that cannot be run its error answer, on disk."""
+        try:
+            self.results.files.write(job_id, False, body)
+        except OSError as exc:
+            raise StateDirError(f"cannot write the answer of job {job_id} to "
+                                f"{self.results.files.dir} ({exc.strerror or exc})") from None
 
     def start(self, executor, unfinished: list[Job]) -> None:
         self._loop = asyncio.get_running_loop()
         self.executor = executor
         self.accepting = not self.shutdown_requested.is_set()
+        self._watcher = asyncio.ensure_future(self._watch_storage())
         if unfinished:
             log.info("running again %d job(s) a previous run did not finish: ids %d-%d",
                      len(unfinished), unfinished[0].id, unfinished[-1].id,
@@ -76,10 +131,20 @@ class JobService:
         the id leaves this function."""
         if not self.accepting:
             raise ShuttingDown
+        if self.storage.fault:
+            raise StorageUnavailable(self.storage.fault)
         if self.status.running_count >= self.max_queue:
             raise QueueFull
-        job = Job(self.status.new_id(), endpoint, question, state)
-        self.journal.append(job)
+        if self.status.next_id > MAX_JOB_ID:
+            raise StorageUnavailable("no job ids are left (they have at most 18 digits)")
+        job = Job(self.status.next_id, endpoint, question, state)
+        try:
+            self.journal.append(job)
+        except OSError as exc:
+            # Nothing of the line is left and the id is not used up: the next job gets it.
+            self.storage.failed(storage.describe("the job journal cannot be written", exc))
+            raise StorageUnavailable(self.storage.fault) from None
+        self.status.new_id()
         self.status.add_running(job.id)
         log.info("job_id=%d running %s question=%r state=%r", job.id, endpoint,
                  question, state)
@@ -92,17 +157,22 @@ class JobService:
         """Event loop: the workers have written these results; publish them."""
         changes = []
         for job, outcome in finished:
+            if not outcome.stored:  # not an answer: the storage failed; run it later
+                self._parked[job.id] = job
+                self.storage.failed(storage.describe("results cannot be written",
+                                                     outcome.detail))
+                continue
             if outcome.detail:
                 log.error("job_id=%d failed: %s", outcome.id, outcome.detail)
             if self.status.finish(job.id, outcome.ok):
-                self.results.remember(job.id, job_key(job), outcome.body)
+                self.results.remember(job.id, job_key(job), outcome.body, outcome.ok)
                 changes.append(f"job_id={job.id} {'done' if outcome.ok else 'error'}")
                 for listener in self.listeners:
                     listener("finished", job, outcome.ok)
         if changes:  # one record per batch of outcomes, one "job_id=N state" per job
             log.info("%s", ", ".join(changes))
         self._evict()
-        if not self.accepting and self.status.running_count == 0:
+        if self.drained:
             self._drained.set()
 
     def _evict(self) -> None:
@@ -110,17 +180,65 @@ class JobService:
         if evicted:
             log.info("evicted %d finished job(s) beyond the retention limit (ids %d-%d)",
                      len(evicted), evicted[0][0], evicted[-1][0])
-            self.journal.evicted([job_id for job_id, _ in evicted])  # before the files go
-            if self._loop is not None:
-                self._loop.run_in_executor(None, self.results.delete, evicted)
-            else:
-                self.results.delete(evicted)
+        self._unjournaled.extend(evicted)
+        if not self._unjournaled:
+            return
+        try:  # before the files go
+            self.journal.evicted([job_id for job_id, _ in self._unjournaled])
+        except OSError as exc:
+            # They answer 410 already; their files stay until the line can be written.
+            self.storage.failed(storage.describe("the job journal cannot be written", exc))
+            return
+        evicted, self._unjournaled = self._unjournaled, []
+        if self._loop is not None:
+            self._loop.run_in_executor(None, self.results.delete, evicted)
+        else:
+            self.results.delete(evicted)
+
+    async def durable(self) -> None:
+        """Every journal line so far is on stable storage (fsync mode), or
+        StorageUnavailable."""
+        try:
+            await self.journal.durable()
+        except OSError as exc:
+            self.storage.failed(storage.describe("the job journal cannot be synced", exc))
+            raise StorageUnavailable(self.storage.fault) from None
+
+    async def _watch_storage(self) -> None:
+        """Every second, off the event loop: is the storage failing, or back?"""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(storage.CHECK_SECONDS)
+            faulted = self.storage.fault is not None
+            problem = await loop.run_in_executor(None, self.storage.check, faulted)
+            if problem:
+                self.storage.failed(problem)
+            elif faulted:
+                self._storage_back()
+
+    def _storage_back(self) -> None:
+        try:
+            self.journal.repair()
+        except OSError as exc:
+            self.storage.failed(storage.describe("the job journal cannot be written", exc))
+            return
+        self.storage.recovered()
+        self._evict()
+        if self._parked and not self._drained.is_set():
+            parked, self._parked = list(self._parked.values()), {}
+            log.info("running again %d job(s) whose results could not be stored",
+                     len(parked), extra=logsetup.CONSOLE)
+            self.executor.submit(parked)
 
     async def result(self, job_id: int, ok: bool) -> bytes:
         body = self.results.cached(job_id)
         if body is None:
             body = await asyncio.get_running_loop().run_in_executor(
                 None, self.results.read, job_id, ok)
+            if body is None:
+                log.error("job_id=%d: its result file is damaged; answering an error",
+                          job_id)
+                body = DAMAGED
         return body
 
     def begin_shutdown(self) -> None:
@@ -129,15 +247,22 @@ class JobService:
                      self.status.running_count, extra=logsetup.CONSOLE)
         self.accepting = False
         self.shutdown_requested.set()
-        if self.status.running_count == 0:
+        if self._parked:
+            log.warning("%d job(s) whose results could not be stored stay in the journal; "
+                        "the next start runs them", len(self._parked),
+                        extra=logsetup.CONSOLE)
+        if self.drained:
             self._drained.set()
 
     @property
     def drained(self) -> bool:
-        return not self.accepting and self.status.running_count == 0
+        """Not accepting, and every job finished or parked (safe in the journal)."""
+        return not self.accepting and self.status.running_count == len(self._parked)
 
     async def wait_drained(self) -> None:
         await self._drained.wait()
 
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         self.journal.close()

@@ -36,6 +36,11 @@ class Metrics:
               registry=r).set_function(lambda: service.status.running_count)
         Gauge("lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown",
               registry=r).set_function(lambda: float(service.accepting))
+        Gauge("lestats_storage_writable", "0 while the journal or results cannot be "
+              "written (README: a full or read-only disk)",
+              registry=r).set_function(lambda: float(service.storage.fault is None))
+        Gauge("lestats_storage_faults", "Times the state dir went from writable to failing",
+              registry=r).set_function(lambda: service.storage.faults)
         Gauge("lestats_worker_deaths", "Worker processes that died and were replaced",
               registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
         self._started: dict[int, float] = {}

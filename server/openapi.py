@@ -19,8 +19,8 @@ def _errors(*codes: int) -> dict:
              403: "admin action from a non-loopback client", 404: "not found",
              408: "the request body did not arrive within client_timeout",
              410: "the job's result was evicted", 413: "request body too large",
-             503: "shutting down, the job queue is full (see Retry-After), "
-                  "or the chart library is not installed"}
+             503: "shutting down, the job queue is full or the storage cannot be "
+                  "written (see Retry-After), or the chart library is not installed"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
 
 
@@ -84,7 +84,8 @@ def document() -> dict:
     paths["/api/states"] = _get("states", "The locations in the data", {
         "type": "object", "required": ["states"], "properties": {"states": _STRINGS}})
     paths["/healthz"] = _get("healthz", "The process is alive", _OBJECT)
-    paths["/readyz"] = _get("readyz", "Data loaded and accepting jobs", _OBJECT, 503)
+    paths["/readyz"] = _get("readyz", "Data loaded, accepting jobs and the state dir writable",
+                             _OBJECT, 503)
     paths["/openapi.json"] = _get("openapi", "This document", _OBJECT)
     paths["/metrics"] = {"get": {"operationId": "metrics",
                                  "summary": "Prometheus metrics (text exposition format)",

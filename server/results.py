@@ -13,6 +13,7 @@ ask for a result right after it is done.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -20,7 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-_NAME = re.compile(r"^([1-9][0-9]*)(\.error)?\.json$")
+# Ids have at most 18 digits (server/validation.py); longer names are not ours.
+_NAME = re.compile(r"^([1-9][0-9]{0,17})(\.error)?\.json$")
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,20 @@ class ResultFiles:
         # The pid keeps two processes that run the same job (a re-run after a worker
         # death) from sharing a temporary file.
         temporary = os.path.join(self.dir, f".{int(job_id)}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(body)
-            if self.fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temporary, self.path(job_id, ok))
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(body)
+                if self.fsync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(temporary, self.path(job_id, ok))
+        except OSError:
+            # A full disk must not fill up with half-written temporaries either.
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
 
     def commit(self) -> None:
         """Make the renames done so far durable (fsync mode): fsync of a file covers
@@ -56,16 +66,27 @@ class ResultFiles:
 
     def scan(self) -> dict[int, bool]:
         """Finished jobs on disk (id → ok), after removing temporaries a crash left."""
+        return self.survey()[0]
+
+    def survey(self) -> tuple[dict[int, bool], set[int]]:
+        """scan(), and the ids whose result file is empty (what a power loss can leave of a file
+        whose data had not reached the disk): those are not finished, and their empty
+        files are removed so that they can be written again."""
         os.makedirs(self.dir, exist_ok=True)
         finished: dict[int, bool] = {}
+        empty: set[int] = set()
         with os.scandir(self.dir) as entries:
             for entry in entries:
                 match = _NAME.match(entry.name)
-                if match:
-                    finished[int(match.group(1))] = match.group(2) is None
-                elif entry.name.endswith(".tmp"):
+                if match and entry.is_file(follow_symlinks=False):
+                    if entry.stat(follow_symlinks=False).st_size == 0:
+                        os.unlink(entry.path)
+                        empty.add(int(match.group(1)))
+                    else:
+                        finished[int(match.group(1))] = match.group(2) is None
+                elif entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
                     os.unlink(entry.path)
-        return finished
+        return {i: ok for i, ok in finished.items() if i not in empty}, empty
 
     def delete(self, items: list[tuple[int, bool]]) -> None:
         for job_id, ok in items:
@@ -94,14 +115,19 @@ class ResultStore:
         self._answer_limit = answer_bytes
         self._lock = threading.Lock()  # reads of evicted results run in executor threads
 
-    def scan(self) -> dict[int, bool]:
-        return self.files.scan()
+    def scan(self) -> tuple[dict[int, bool], set[int]]:
+        """(finished id → ok, ids whose result file was empty): ResultFiles.survey."""
+        return self.files.survey()
 
-    def remember(self, job_id: int, key: tuple, body: bytes | None) -> None:
-        """Record a finished job's body (None: the body last sent for `key`)."""
+    def remember(self, job_id: int, key: tuple, body: bytes | None, ok: bool = True) -> None:
+        """Record a finished job's body (None: the body last sent for `key`). Only
+        answers are shared by question: an error belongs to its job alone (issue 8,
+        item 3: one stored error must not become every later job's answer)."""
+        if not ok:
+            key = None
         with self._lock:
             if body is None:
-                body = self._answers.get(key)
+                body = self._answers.get(key) if key is not None else None
                 if body is None:
                     return  # no longer in memory: it will be read from its file
                 self._answers.move_to_end(key)
@@ -118,9 +144,12 @@ class ResultStore:
     def cached(self, job_id: int) -> bytes | None:
         return self._recent.get(job_id)
 
-    def read(self, job_id: int, ok: bool) -> bytes:
-        """Blocking read of a result no longer in memory (run in an executor)."""
-        return self.files.read(job_id, ok)
+    def read(self, job_id: int, ok: bool) -> bytes | None:
+        """Blocking read of a result no longer in memory (run in an executor); None
+        when the file is not a get_results body (damaged on disk: garbage, cut short),
+        which must never be served as one."""
+        body = self.files.read(job_id, ok)
+        return body if is_result_body(body) else None
 
     def delete(self, items: list[tuple[int, bool]]) -> None:
         """Blocking removal of evicted results (run in an executor)."""
@@ -128,6 +157,20 @@ class ResultStore:
             for job_id, _ in items:
                 self._recent.pop(job_id, None)
         self.files.delete(items)
+
+
+DAMAGED = json.dumps({"status": "error", "reason": "the stored result of this job is "
+                      "damaged; please ask again"}).encode()
+
+
+def is_result_body(body: bytes) -> bool:
+    """The shape every get_results body is written in (compute.worker: a done body, or
+    an error body), ending where a JSON object ends, with no NUL byte (what a power loss
+    leaves of data that had not reached the disk). Checked on every read from disk, so
+    it is O(1) plus one memchr rather than a JSON parse (~1 ms for the largest answers,
+    holding the GIL the event loop needs)."""
+    return (body.startswith((b'{"status": "done", "data": ', b'{"status": "error", "reason": '))
+            and body.endswith(b"}") and b"\0" not in body)
 
 
 def sync_directory(path) -> None:

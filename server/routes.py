@@ -17,7 +17,7 @@ from compute.endpoints import ENDPOINTS, Endpoint
 from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error
-from server.jobs import JobService, QueueFull, ShuttingDown
+from server.jobs import JobService, QueueFull, ShuttingDown, StorageUnavailable
 from server.metrics import Metrics
 
 log = logsetup.get("http")
@@ -39,6 +39,7 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
         body = validation.parse_body(await request.read())
         question, state = validation.job_fields(endpoint, body, request.app[DATASET])
         job = service.accept(endpoint.name, question, state)
+        await service.durable()  # a failed fsync: journaled, runs, but not acknowledged
     except validation.BadRequest as exc:
         return error(400, str(exc))
     except ShuttingDown:
@@ -46,7 +47,8 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     except QueueFull:
         return error(503, "the job queue is full; retry later",
                      headers={"Retry-After": RETRY_AFTER})
-    await service.journal.durable()
+    except StorageUnavailable as exc:
+        return error(503, f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER})
     return web.json_response({"job_id": job.id})
 
 
@@ -122,6 +124,7 @@ async def info(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     pids = service.executor.pids() if service.executor else {}
     return web.json_response({**request.app[INFO], "accepting": service.accepting,
+                              "storage_fault": service.storage.fault,
                               "pids": {"parent": os.getpid(), **pids}})
 
 
@@ -140,9 +143,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[SERVICE].accepting:
-        return web.json_response({"status": "ready"})
-    return error(503, "shutting down")
+    service = request.app[SERVICE]
+    if not service.accepting:
+        return error(503, "shutting down")
+    if service.storage.fault:
+        return error(503, service.storage.fault)
+    return web.json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:

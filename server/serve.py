@@ -24,6 +24,7 @@ from server.config import Settings
 from server.errors import JsonAppRunner
 from server.jobs import JobService
 from server.pool import LocalPool
+from server.statelock import StateDirError, StateLock
 
 log = logsetup.get("serve")
 
@@ -47,7 +48,7 @@ def serve(settings: Settings) -> int:
         except ImportError:
             runner = asyncio.run
         return runner(_serve(settings))
-    except (DataError, StartupError) as exc:
+    except (DataError, StartupError, StateDirError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     except KeyboardInterrupt:
@@ -57,6 +58,15 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> int:
+    # First of all: a second server on this state dir stops here, having touched nothing.
+    lock = StateLock.take(settings.state_dir)
+    try:
+        return await _serve_locked(settings)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(settings: Settings) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     service = JobService(settings.state_dir, max_queue=settings.max_queue,
@@ -69,6 +79,7 @@ async def _serve(settings: Settings) -> int:
     path = datasource.resolve(settings.data)
     dataset = load_csv(path)
     synthetic = demo.is_synthetic(path)
+    fingerprint = dataset.fingerprint
     loaded = time.monotonic()
     log.info("loaded %s in %.2f s: %d rows read, %d used, %d ignored (no numeric "
              "Data_Value), %d questions, %d locations%s", path, loaded - started,
@@ -82,7 +93,7 @@ async def _serve(settings: Settings) -> int:
         dataset = shared.dataset  # the parent, too, reads the one shared copy
         release_memory()
         stack.callback(service.close)
-        unfinished = service.open()
+        unfinished = service.open(fingerprint)
         pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
                          service.on_done)
         pool.start()
@@ -90,7 +101,8 @@ async def _serve(settings: Settings) -> int:
         service.start(pool, unfinished)
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
-                "rows_ignored": dataset.rows_ignored, "questions": dataset.questions,
+                "rows_ignored": dataset.rows_ignored, "dataset_fingerprint": fingerprint,
+                "questions": dataset.questions,
                 "states": dataset.locations, "workers": settings.worker_count,
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}

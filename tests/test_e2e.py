@@ -107,7 +107,9 @@ def test_failed_start_is_one_line_and_leaves_no_shared_memory(tmp_path):
 
 
 def test_port_in_use_releases_shared_memory(tmp_path, demo_csv, live):
-    server = start_server(tmp_path, data=demo_csv, port=live.port, wait_ready=False)
+    # its own state dir: on the same one the state-dir lock would refuse it first
+    server = start_server(tmp_path, data=demo_csv, port=live.port, wait_ready=False,
+                          state_dir=tmp_path / "other-state")
     assert server.process.wait(30) == 2
     assert "cannot listen" in server.text() and "Traceback" not in server.text()
     assert shm_segments(server.pid) == []

@@ -50,11 +50,11 @@ def test_results_are_atomic_and_scanned(tmp_path):
     files.write(7, True, b'{"status": "done", "data": 1}')
     files.write(8, False, b'{"status": "error", "reason": "x"}')
     (tmp_path / "jobs" / ".9.123.tmp").write_bytes(b"half")
-    assert store.scan() == {7: True, 8: False}
+    assert store.scan() == ({7: True, 8: False}, set())
     assert not (tmp_path / "jobs" / ".9.123.tmp").exists()
     assert store.read(7, True) == b'{"status": "done", "data": 1}'
     store.delete([(7, True)])
-    assert store.scan() == {8: False}
+    assert store.scan() == ({8: False}, set())
 
 
 def test_bodies_are_shared_by_question_and_recent_ids_bounded(tmp_path):
@@ -109,3 +109,13 @@ def test_evicted_jobs_are_not_run_again(tmp_path):
     journal.close()
     recovery = JobJournal(tmp_path).open({3}, 3)
     assert recovery.unfinished == [] and recovery.next_id == 4
+
+
+def test_an_error_is_never_shared_as_the_answer_to_its_question(tmp_path):
+    store = ResultStore(tmp_path)
+    key = ("best5", "q", None)
+    answer = b'{"status": "done", "data": {}}'
+    store.remember(1, key, answer)
+    store.remember(2, key, b'{"status": "error", "reason": "x"}', ok=False)
+    store.remember(3, key, None)  # the worker sent this question's answer before
+    assert store.cached(2) != answer and store.cached(3) is answer

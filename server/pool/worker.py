@@ -97,8 +97,13 @@ def _persist(sink: ResultSink, outcome: Outcome) -> Outcome:
         sink.write(outcome.id, outcome.ok, outcome.body)
         return outcome
     except OSError as exc:
-        return Outcome(outcome.id, False, error_body("the result could not be stored"),
-                       f"writing the result failed: {exc}", stored=False)
+        return _unstored(outcome, exc)
+
+
+def _unstored(outcome: Outcome, exc: OSError) -> Outcome:
+    """Not an answer: the parent runs the job again once the storage works."""
+    return Outcome(outcome.id, False, error_body("the result could not be stored"),
+                   f"writing the result failed: {exc}", stored=False)
 
 
 def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int,
@@ -120,7 +125,10 @@ def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int,
         try:
             conn.send(Taken(index, tuple(job.id for job in batch.jobs)))
             outcomes = [_persist(sink, runner.run(job)) for job in batch.jobs]
-            sink.commit()
+            try:
+                sink.commit()
+            except OSError as exc:  # the files may not survive a power loss
+                outcomes = [_unstored(outcome, exc) for outcome in outcomes]
             conn.send(Done(index, tuple(runner.report(job, outcome)
                                         for job, outcome in zip(batch.jobs, outcomes))))
         except (BrokenPipeError, EOFError, OSError):
