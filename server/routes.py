@@ -14,9 +14,9 @@ from aiohttp import web
 
 from compute.dataset import Dataset
 from compute.stats import ENDPOINTS, Endpoint
-from server import logsetup, status, validation
+from server import cross_site, logsetup, status, validation
 from server.config import Settings
-from server.errors import error
+from server.errors import error, expect_continue
 from server.jobs import JobService, QueueFull, ShuttingDown
 from server.metrics import Metrics
 
@@ -33,7 +33,21 @@ MAX_WAIT = 30.0
 RETRY_AFTER = "1"
 
 
+def submission_refusal(request: web.Request) -> web.Response | None:
+    """Why a job POST is refused before its body matters: a cross-site browser
+    request (403), or a body that does not say it is JSON (415)."""
+    refusal = cross_site.refusal(request, "job submission")
+    if refusal is not None:
+        return refusal
+    if not validation.is_json_type(request.content_type):
+        return error(415, "a job is submitted with 'Content-Type: application/json'")
+    return None
+
+
 async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
+    refusal = submission_refusal(request)
+    if refusal is not None:
+        return refusal
     service = request.app[SERVICE]
     try:
         body = validation.parse_body(await request.read())
@@ -88,11 +102,17 @@ async def num_jobs(request: web.Request) -> web.Response:
 
 
 def admin_refusal(request: web.Request) -> web.Response | None:
-    """SPEC §5: a token when one is set, otherwise a loopback client."""
+    """Not from another site's page (server.cross_site); then a token when one is
+    set, otherwise a loopback client (docs/api.md)."""
+    refusal = cross_site.refusal(request, "this admin action")
+    if refusal is not None:
+        return refusal
     token = request.app[SETTINGS].admin_token
     if token:
-        given = request.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        # Header values may hold any byte (aiohttp keeps non-UTF-8 ones as surrogate
+        # escapes), which a plain encode() would turn into a 500.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogateescape")):
             return None
         log.warning("refused admin request %s from %s: missing or wrong token",
                     request.path, request.remote)
@@ -154,11 +174,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    *(web.post(f"/api/{e.name}", functools.partial(submit, e)) for e in ENDPOINTS.values()),
+    *(web.post(f"/api/{e.name}", functools.partial(submit, e),
+               expect_handler=functools.partial(expect_continue, submission_refusal))
+      for e in ENDPOINTS.values()),
     web.get("/api/get_results/{job_id}", get_results),
     web.get("/api/jobs", jobs),
     web.get("/api/num_jobs", num_jobs),
-    web.get("/api/graceful_shutdown", graceful_shutdown),
+    # An action, so no HEAD (aiohttp adds one to every GET unless told): 405.
+    web.get("/api/graceful_shutdown", graceful_shutdown, allow_head=False),
     web.get("/api/info", info),
     web.get("/api/questions", questions),
     web.get("/api/states", states),

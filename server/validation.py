@@ -18,6 +18,19 @@ class BadRequest(Exception):
     pass
 
 
+def is_json_type(content_type: str) -> bool:
+    """`application/json`, or a JSON-based type (`application/<name>+json`, RFC 6839).
+
+    Any parameter (`charset=...`) is ignored: JSON text is UTF-8 (RFC 8259), and
+    json.loads also reads UTF-16/32. The types a browser may send cross-site without
+    asking (text/plain, form encodings) are refused, so a job POST from another
+    site's page needs a CORS preflight, which this server never grants.
+    """
+    kind = content_type.strip().lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json") and "/" not in kind[12:])
+
+
 def parse_body(raw: bytes) -> dict:
     try:
         body = json.loads(raw)

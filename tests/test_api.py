@@ -9,6 +9,7 @@ from tests.reference import Reference, assert_close
 from tests.support.inprocess import running_app
 
 OBESITY = LOWER_IS_BETTER[1]
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ async def _error(response, status, *fragments):
     (b"[" * 100_00 + b"]" * 100_00, ""),
 ])
 async def test_body_not_json_or_not_object(api, raw, fragment):
-    await _error(await api.post("/api/states_mean", data=raw), 400, fragment)
+    await _error(await api.post("/api/states_mean", data=raw, headers=JSON), 400, fragment)
 
 
 async def test_body_too_large(api):
