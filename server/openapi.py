@@ -62,11 +62,21 @@ def document() -> dict:
             {"name": "wait", "in": "query", "required": False,
              "description": "long poll: answer when done or after this many seconds",
              "schema": {"type": "number", "minimum": 0, "maximum": 30}}])
-    paths["/api/jobs"] = _get("jobs", "Every retained job and its state", {
+    paths["/api/jobs"] = _get("jobs", "Every retained job and its state, or one page", {
         "type": "object", "required": ["status", "data"],
         "properties": {"status": {"type": "string"}, "data": {
             "type": "array", "items": {"type": "object",
-                                       "additionalProperties": {"type": "string"}}}}})
+                                       "additionalProperties": {"type": "string"}}},
+            "next_after": {"type": ["integer", "null"],
+                           "description": "with limit: the after= of the next page, "
+                                          "null on the last"}}}, 400,
+        parameters=[
+            {"name": "after", "in": "query", "required": False,
+             "description": "only jobs with a greater id", "schema": {
+                 "type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
+            {"name": "limit", "in": "query", "required": False,
+             "description": "at most this many jobs, and next_after in the answer",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 10_000}}])
     paths["/api/num_jobs"] = _get("num_jobs", "Jobs queued or running", {
         "type": "object", "required": ["num_jobs"],
         "properties": {"num_jobs": {"type": "integer", "minimum": 0}}})

@@ -129,7 +129,7 @@ async def test_queue_full_answers_503_with_retry_after(api):
 async def test_unexpected_failure_is_a_json_500(api, monkeypatch):
     def explode(*args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(api.running.service.status, "listing", explode)
+    monkeypatch.setattr(api.running.service.status, "entries", explode)
     body = await _error(await api.get("/api/jobs"), 500)
     assert "boom" not in body["reason"] and "Traceback" not in body["reason"]
     assert (await api.get("/api/num_jobs")).status == 200
