@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -190,10 +191,9 @@ class LogWriter(threading.Thread):
         self.limit = limit
         self.dropped = {"queue": 0, "console": 0}
         self.path = path
-        # Unbuffered (one write per batch anyway): a failed write leaves nothing behind
-        # to be written again, or to fail again, at the next flush or at close.
-        self._file = open(path, "ab", buffering=0)
-        self._size = self._file.tell()
+        self._open()
+        # Only a regular file is rotated (renamed): never /dev/stdout, a FIFO, a device.
+        self._rotates = stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
         self._repeats = _Repeats(window)
         self._reported = {"queue": 0, "console": 0}
         self._report_at = 0.0
@@ -244,10 +244,12 @@ class LogWriter(threading.Thread):
                 console.append(line)
         data = ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
         try:
-            if self._size + len(data) > MAX_BYTES and self._size > 0:
+            if self._file.closed:  # a rotation that could not reopen it: try again
+                self._open()
+            if self._rotates and self._size + len(data) > MAX_BYTES and self._size > 0:
                 self._rotate()
-            self._size += len(data)  # counted first: a short write grows the file too
             _write_all(self._file.fileno(), data)
+            self._size += len(data)
         except OSError as exc:
             self._fault("cannot write the log file %s (%s)", self.path,
                         exc.strerror or exc, errno=exc.errno, console=console)
@@ -258,7 +260,8 @@ class LogWriter(threading.Thread):
                console: list[str] | None = None) -> None:
         """A fault of the log itself, told on stderr once per REPEAT_WINDOW."""
         record = _record(LOGGER + ".log", logging.ERROR, msg, *args)
-        if self._repeats.admit(record, time.monotonic(), kind=(LOGGER + ".log", msg, "OSError", errno)):
+        kind = (LOGGER + ".log", msg, "OSError", errno)
+        if self._repeats.admit(record, time.monotonic(), kind=kind):
             line = FORMATTER.format(record)
             if console is None:
                 self.console.put([line])
@@ -282,6 +285,12 @@ class LogWriter(threading.Thread):
                                  "written (%s); warnings and errors go to %s only",
                                  type(exc).__name__, self.path))
 
+    def _open(self) -> None:
+        # Unbuffered (one write per batch anyway): a failed write leaves nothing behind
+        # to be written again, or to fail again, at the next flush or at close.
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = self._file.tell()
+
     def _rotate(self) -> None:
         with contextlib.suppress(OSError):
             self._file.close()
@@ -290,8 +299,7 @@ class LogWriter(threading.Thread):
             if os.path.exists(source):
                 os.replace(source, f"{self.path}.{index + 1}")
         os.replace(self.path, f"{self.path}.1")
-        self._file = open(self.path, "ab", buffering=0)
-        self._size = 0
+        self._open()
 
     def stop(self) -> None:
         self.records.put(None)

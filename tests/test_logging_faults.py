@@ -113,22 +113,25 @@ def test_stderr_reader_gone_or_stalled(tmp_path, demo_csv, reader):
 def test_log_file_on_a_full_disk(tmp_path, demo_csv):
     """Every log write fails with ENOSPC: one line about it per window on stderr, not
     one per batch or per request, and the server serves on."""
+    full = tmp_path / "full.log"  # a link: nothing can ever rename /dev/full itself
+    full.symlink_to("/dev/full")
     server = start_server(tmp_path, data=demo_csv, workers=1,
-                          env={"LESTATS_LOG_FILE": "/dev/full"})
+                          env={"LESTATS_LOG_FILE": str(full)})
     started = time.monotonic()
     _hammer(server, 2000, "full")
     assert server.get("/readyz")[0] == 200
     assert server.stop() == 0, server.text()[-3000:]
     seconds = time.monotonic() - started
     output = server.text()
-    faults = output.count("ERROR lestats.log cannot write the log file /dev/full "
+    faults = output.count(f"ERROR lestats.log cannot write the log file {full} "
                           "(No space left on device)")
     # One per REPEAT_WINDOW, plus one for the summary written at the end, each
     # window's repeats summed up in one line; the old writer wrote one per 20 ms
     # batch: hundreds here.
     assert 1 <= faults <= 2 + seconds / logsetup.REPEAT_WINDOW, output[-3000:]
     assert re.search(r"\d+ more like this in the last [\d.]+ s, not logged one by one: "
-                     r"cannot write the log file /dev/full", output), output[-3000:]
+                     r"cannot write the log file " + re.escape(str(full)), output), \
+        output[-3000:]
     assert "Traceback" not in output
     assert "stopped cleanly" in output
 
@@ -171,3 +174,16 @@ def test_a_repeated_fault_is_one_traceback_and_one_summary(tmp_path):
     assert "299 more like this in the last" in text
     assert "not logged one by one: cannot store the result of job 0" in text
     assert text.count("a warning is never collapsed") == 2
+
+
+def test_a_log_that_is_not_a_regular_file_is_never_rotated(tmp_path):
+    """Rotation renames the file: never a device. (Through a link in tmp_path, so a
+    regression renames the link, not the machine's /dev/null.)"""
+    link = tmp_path / "webserver.log"
+    link.symlink_to(os.devnull)
+    writer, logger = _writer(link)
+    writer.start()
+    for index in range(30_000):  # several MiB: past the rotation size many times
+        logger.info("record %d %s", index, "x" * 100)
+    writer.stop()
+    assert link.is_symlink() and list(tmp_path.iterdir()) == [link]
