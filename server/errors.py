@@ -75,6 +75,29 @@ async def read_body(request: web.Request, handler):
     return await handler(request)
 
 
+async def expect_continue(refusal, request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue`: answer now instead of inviting a body we would refuse.
+
+    aiohttp's default sends `100 Continue` to any such request, so a client announcing
+    a 10 GB body was invited to send it before the 413. Here a body over the limit
+    gets its 413, and `refusal(request)` (the route's checks that need no body) its
+    answer, without a 100 Continue; the connection is closed so no body is read.
+    Runs before the middlewares, hence the JSON answers here.
+    """
+    if request.headers.get("Expect", "").strip().lower() != "100-continue":
+        return _closing(error(417, "the only expectation understood is 100-continue"))
+    if request.content_length is not None \
+            and request.content_length > request.client_max_size:
+        return _closing(error(413, REASONS[413]))
+    refused = refusal(request)
+    if refused is not None:
+        return _closing(refused)
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not begun
+    return None
+
+
 def _closing(response: web.Response) -> web.Response:
     response.force_close()  # the rest of the body is not worth waiting for
     return response

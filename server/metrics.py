@@ -12,8 +12,11 @@ import time
 from aiohttp import web
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from compute.messages import Job
+from server import logsetup
 from server.jobs import JobService
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
@@ -43,6 +46,7 @@ class Metrics:
               registry=r).set_function(lambda: service.storage.faults)
         Gauge("lestats_worker_deaths", "Worker processes that died and were replaced",
               registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
+        r.register(_LogDrops())
         self._started: dict[int, float] = {}
         service.listeners.append(self.on_job)
 
@@ -76,3 +80,16 @@ class Metrics:
     def exposition(self) -> web.Response:
         return web.Response(body=generate_latest(self.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _LogDrops(Collector):
+    """Log records dropped rather than held without bound (server.logsetup)."""
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "lestats_log_records_dropped", "Log records dropped: the log writer could "
+            "not keep up (sink=queue), or stderr was blocked or gone (sink=console)",
+            labels=["sink"])
+        for sink, count in sorted(logsetup.dropped().items()):
+            family.add_metric([sink], count)
+        yield family

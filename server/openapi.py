@@ -16,9 +16,12 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     texts = {400: "invalid request", 401: "missing or wrong admin token",
-             403: "admin action from a non-loopback client", 404: "not found",
+             403: "refused: a cross-site browser request, or an admin action from a "
+                  "non-loopback client", 404: "not found",
              408: "the request body did not arrive within client_timeout",
              410: "the job's result was evicted", 413: "request body too large",
+             415: "the body is not declared as JSON (Content-Type)",
+             417: "an Expect header other than 100-continue",
              503: "shutting down, the job queue is full or the storage cannot be "
                   "written (see Retry-After), or the chart library is not installed"}
     return {str(c): _json(_ERROR, texts[c]) for c in codes}
@@ -35,7 +38,7 @@ def _statistic(name: str) -> dict:
     return {"post": {
         "operationId": name, "summary": endpoint.summary, "tags": ["statistics"],
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
-        "responses": {"200": accepted, **_errors(400, 408, 413, 503)}}}
+        "responses": {"200": accepted, **_errors(400, 403, 408, 413, 415, 417, 503)}}}
 
 
 def _get(operation: str, summary: str, schema: dict, *errors: int, **extra) -> dict:
@@ -59,11 +62,21 @@ def document() -> dict:
             {"name": "wait", "in": "query", "required": False,
              "description": "long poll: answer when done or after this many seconds",
              "schema": {"type": "number", "minimum": 0, "maximum": 30}}])
-    paths["/api/jobs"] = _get("jobs", "Every retained job and its state", {
+    paths["/api/jobs"] = _get("jobs", "Every retained job and its state, or one page", {
         "type": "object", "required": ["status", "data"],
         "properties": {"status": {"type": "string"}, "data": {
             "type": "array", "items": {"type": "object",
-                                       "additionalProperties": {"type": "string"}}}}})
+                                       "additionalProperties": {"type": "string"}}},
+            "next_after": {"type": ["integer", "null"],
+                           "description": "with limit: the after= of the next page, "
+                                          "null on the last"}}}, 400,
+        parameters=[
+            {"name": "after", "in": "query", "required": False,
+             "description": "only jobs with a greater id", "schema": {
+                 "type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
+            {"name": "limit", "in": "query", "required": False,
+             "description": "at most this many jobs, and next_after in the answer",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 10_000}}])
     paths["/api/num_jobs"] = _get("num_jobs", "Jobs queued or running", {
         "type": "object", "required": ["num_jobs"],
         "properties": {"num_jobs": {"type": "integer", "minimum": 0}}})

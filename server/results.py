@@ -164,7 +164,7 @@ DAMAGED = json.dumps({"status": "error", "reason": "the stored result of this jo
 
 
 def is_result_body(body: bytes) -> bool:
-    """The shape every get_results body is written in (compute.worker: a done body, or
+    """The shape every get_results body is written in (server.pool.worker: a done body, or
     an error body), ending where a JSON object ends, with no NUL byte (what a power loss
     leaves of data that had not reached the disk). Checked on every read from disk, so
     it is O(1) plus one memchr rather than a JSON parse (~1 ms for the largest answers,

@@ -5,8 +5,10 @@ The nine statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
+import itertools
 import ipaddress
 import os
 
@@ -14,9 +16,9 @@ from aiohttp import web
 
 from compute.dataset import Dataset
 from compute.endpoints import ENDPOINTS, Endpoint
-from server import logsetup, status, validation
+from server import cross_site, logsetup, status, validation
 from server.config import Settings
-from server.errors import error
+from server.errors import error, expect_continue
 from server.jobs import JobService, QueueFull, ShuttingDown, StorageUnavailable
 from server.metrics import Metrics
 
@@ -30,10 +32,26 @@ METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict)  # built once per app: it names the loaded data
 
 MAX_WAIT = 30.0
+MAX_PAGE = 10_000       # entries per page of GET /api/jobs?limit=N
+LISTING_CHUNK = 2_000   # entries built per turn of the event loop (~0.5 ms)
 RETRY_AFTER = "1"
 
 
+def submission_refusal(request: web.Request) -> web.Response | None:
+    """Why a job POST is refused before its body matters: a cross-site browser
+    request (403), or a body that does not say it is JSON (415)."""
+    refusal = cross_site.refusal(request, "job submission")
+    if refusal is not None:
+        return refusal
+    if not validation.is_json_type(request.content_type):
+        return error(415, "a job is submitted with 'Content-Type: application/json'")
+    return None
+
+
 async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
+    refusal = submission_refusal(request)
+    if refusal is not None:
+        return refusal
     service = request.app[SERVICE]
     try:
         body = validation.parse_body(await request.read())
@@ -80,9 +98,42 @@ async def get_results(request: web.Request) -> web.Response:
     return error(404, "Invalid job_id")
 
 
-async def jobs(request: web.Request) -> web.Response:
-    return web.json_response({"status": "done",
-                              "data": request.app[SERVICE].status.listing()})
+async def jobs(request: web.Request) -> web.StreamResponse:
+    """Every retained job (or, with ?limit=N, one page of them after ?after=ID).
+
+    The full listing is the answer existing clients know, byte for byte, but built
+    and sent LISTING_CHUNK entries at a time with the event loop free in between: at
+    100,000 jobs, building it in one go held the loop ~100 ms per call."""
+    table = request.app[SERVICE].status
+    try:
+        after, limit = validation.listing_page(request.query.get("after"),
+                                               request.query.get("limit"), MAX_PAGE)
+    except validation.BadRequest as exc:
+        return error(400, str(exc))
+    if limit is not None:
+        page = list(itertools.islice(table.entries(after), limit + 1))
+        more = len(page) > limit
+        return web.json_response({
+            "status": "done", "data": [{f"job_id_{i}": s} for i, s in page[:limit]],
+            "next_after": page[limit - 1][0] if more else None})
+    entries = table.entries(after)
+    chunk = list(itertools.islice(entries, LISTING_CHUNK))  # a failure here is a 500
+    response = web.StreamResponse(headers={"Content-Type": "application/json; "
+                                                           "charset=utf-8"})
+    await response.prepare(request)
+    if request.method == "HEAD":
+        return response
+    await response.write(b'{"status": "done", "data": [')
+    separator = ""
+    while chunk:
+        text = ", ".join(f'{{"job_id_{i}": "{s}"}}' for i, s in chunk)
+        await response.write(f"{separator}{text}".encode())
+        separator = ", "
+        await asyncio.sleep(0)  # other requests go first between chunks
+        chunk = list(itertools.islice(entries, LISTING_CHUNK))
+    await response.write(b"]}")
+    await response.write_eof()
+    return response
 
 
 async def num_jobs(request: web.Request) -> web.Response:
@@ -90,11 +141,17 @@ async def num_jobs(request: web.Request) -> web.Response:
 
 
 def admin_refusal(request: web.Request) -> web.Response | None:
-    """SPEC §5: a token when one is set, otherwise a loopback client."""
+    """Not from another site's page (server.cross_site); then a token when one is
+    set, otherwise a loopback client (docs/api.md)."""
+    refusal = cross_site.refusal(request, "this admin action")
+    if refusal is not None:
+        return refusal
     token = request.app[SETTINGS].admin_token
     if token:
-        given = request.headers.get("Authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        # Header values may hold any byte (aiohttp keeps non-UTF-8 ones as surrogate
+        # escapes), which a plain encode() would turn into a 500.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogateescape")):
             return None
         log.warning("refused admin request %s from %s: missing or wrong token",
                     request.path, request.remote)
@@ -160,11 +217,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    *(web.post(f"/api/{e.name}", functools.partial(submit, e)) for e in ENDPOINTS.values()),
+    *(web.post(f"/api/{e.name}", functools.partial(submit, e),
+               expect_handler=functools.partial(expect_continue, submission_refusal))
+      for e in ENDPOINTS.values()),
     web.get("/api/get_results/{job_id}", get_results),
     web.get("/api/jobs", jobs),
     web.get("/api/num_jobs", num_jobs),
-    web.get("/api/graceful_shutdown", graceful_shutdown),
+    # An action, so no HEAD (aiohttp adds one to every GET unless told): 405.
+    web.get("/api/graceful_shutdown", graceful_shutdown, allow_head=False),
     web.get("/api/info", info),
     web.get("/api/questions", questions),
     web.get("/api/states", states),

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import resource
 import signal
+import socket
 import sys
 import time
 
@@ -114,15 +115,14 @@ async def _serve_locked(settings: Settings) -> int:
                                keepalive_timeout=settings.client_timeout)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
         try:
-            await site.start()
+            await _site(runner, settings.host, settings.port).start()
         except OSError as exc:
-            raise StartupError(f"cannot listen on {settings.host}:{settings.port} "
-                               f"({exc.strerror or exc})") from None
+            raise StartupError(f"cannot listen on {_address(settings.host)}:"
+                               f"{settings.port} ({exc.strerror or exc})") from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
-                 settings.host, settings.port, settings.worker_count,
+                 _address(settings.host), settings.port, settings.worker_count,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
         await service.shutdown_requested.wait()
         await service.wait_drained()
@@ -131,6 +131,27 @@ async def _serve_locked(settings: Settings) -> int:
         await _linger(service, settings.shutdown_linger)
     log.info("stopped cleanly", extra=logsetup.CONSOLE)
     return 0
+
+
+def _site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
+    """Where to listen. `::` (every IPv6 address) is dual-stack, IPv4 included, as
+    operators expect of it; asyncio would make it IPv6-only (IPV6_V6ONLY)."""
+    if host not in ("::", "[::]"):
+        return web.TCPSite(runner, host, port, backlog=2048)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return web.SockSite(runner, sock, backlog=2048)
+
+
+def _address(host: str) -> str:
+    """The host as it is written in a URL (IPv6 in brackets)."""
+    return f"[{host.strip('[]')}]" if ":" in host else host
 
 
 def _raise_file_limit() -> None:
@@ -150,7 +171,9 @@ def _on_signals(loop: asyncio.AbstractEventLoop, service: JobService) -> None:
         log.info("received %s", signal.Signals(signum).name, extra=logsetup.CONSOLE)
         service.begin_shutdown()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP (the terminal or an SSH session went away) and SIGQUIT (Ctrl-\\) would
+    # otherwise end the process at once, dropping jobs in flight: all drain the same way.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         loop.add_signal_handler(signum, requested, signum)
 
 

@@ -12,10 +12,24 @@ from compute.dataset import Dataset
 from compute.endpoints import Endpoint
 
 _JOB_ID = re.compile(r"(?:job_id_)?([1-9][0-9]{0,17})")
+_COUNT = re.compile(r"[0-9]{1,18}")
 
 
 class BadRequest(Exception):
     pass
+
+
+def is_json_type(content_type: str) -> bool:
+    """`application/json`, or a JSON-based type (`application/<name>+json`, RFC 6839).
+
+    Any parameter (`charset=...`) is ignored: JSON text is UTF-8 (RFC 8259), and
+    json.loads also reads UTF-16/32. The types a browser may send cross-site without
+    asking (text/plain, form encodings) are refused, so a job POST from another
+    site's page needs a CORS preflight, which this server never grants.
+    """
+    kind = content_type.strip().lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json") and "/" not in kind[12:])
 
 
 def parse_body(raw: bytes) -> dict:
@@ -82,3 +96,14 @@ def wait_seconds(text: str | None, limit: float) -> float:
     if not 0 <= seconds <= limit:  # also rejects nan
         raise BadRequest(f"the parameter 'wait' must be between 0 and {limit:g} seconds")
     return seconds
+
+
+def listing_page(after: str | None, limit: str | None,
+                 max_limit: int) -> tuple[int, int | None]:
+    """(after, limit) of GET /api/jobs?after=ID&limit=N; limit None = everything."""
+    if after is not None and not _COUNT.fullmatch(after):
+        raise BadRequest("the parameter 'after' must be a job id (0 or more)")
+    if limit is not None and not (_COUNT.fullmatch(limit) and 1 <= int(limit) <= max_limit):
+        raise BadRequest(f"the parameter 'limit' must be a whole number from 1 to "
+                         f"{max_limit}")
+    return int(after or 0), None if limit is None else int(limit)

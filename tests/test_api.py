@@ -9,6 +9,7 @@ from tests.reference import Reference, assert_close
 from tests.support.inprocess import running_app
 
 OBESITY = LOWER_IS_BETTER[1]
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ async def _error(response, status, *fragments):
     (b"[" * 100_00 + b"]" * 100_00, ""),
 ])
 async def test_body_not_json_or_not_object(api, raw, fragment):
-    await _error(await api.post("/api/states_mean", data=raw), 400, fragment)
+    await _error(await api.post("/api/states_mean", data=raw, headers=JSON), 400, fragment)
 
 
 async def test_body_too_large(api):
@@ -128,7 +129,7 @@ async def test_queue_full_answers_503_with_retry_after(api):
 async def test_unexpected_failure_is_a_json_500(api, monkeypatch):
     def explode(*args):
         raise RuntimeError("boom")
-    monkeypatch.setattr(api.running.service.status, "listing", explode)
+    monkeypatch.setattr(api.running.service.status, "entries", explode)
     body = await _error(await api.get("/api/jobs"), 500)
     assert "boom" not in body["reason"] and "Traceback" not in body["reason"]
     assert (await api.get("/api/num_jobs")).status == 200

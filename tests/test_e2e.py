@@ -66,12 +66,16 @@ def test_graceful_shutdown_with_jobs_in_flight(tmp_path, demo_csv):
     assert "stopped cleanly" in server.text()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGHUP (a closed terminal or SSH session) and SIGQUIT (Ctrl-\) used to kill the
+# server outright, dropping the jobs in flight.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
+                                 signal.SIGQUIT])
 def test_signal_drains_and_exits_zero(tmp_path, demo_csv, sig):
     server = start_server(tmp_path, data=demo_csv)
     ids = [server.post("/api/states_mean", {"question": QUESTIONS[0]})[1]["job_id"]
            for _ in range(30)]
     assert server.stop(sig) == 0, server.text()
+    assert f"received {sig.name}" in server.text()
     assert shm_segments(server.pid) == []
     done = list((server.state_dir / "jobs").glob("*.json"))
     assert sorted(int(p.name.split(".")[0]) for p in done) == ids

@@ -22,17 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import BROWSER_MS
 from tests.support.live import ROOT, start_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 LIBRARY = ROOT / "web" / "node_modules" / "chart.js" / "dist" / "chart.umd.min.js"
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 START_SECONDS = 60
 STOP_SECONDS = 30
-BROWSER_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -63,22 +59,6 @@ def server(tmp_path_factory, chart_library):
         yield live
     finally:
         assert live.stop(timeout=STOP_SECONDS) == 0, live.text()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: run `make test` "
-                    "(pip install -r requirements-dev.txt)")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=BROWSER_MS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

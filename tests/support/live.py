@@ -93,7 +93,9 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
                  env: dict | None = None, state_dir: Path | None = None,
                  port: int | None = None, host: str = "127.0.0.1",
                  ready_timeout: float = 30.0, wait_ready: bool = True,
-                 preexec_fn=None) -> LiveServer:
+                 preexec_fn=None, console: int | None = None) -> LiveServer:
+    """`console`: where stdout and stderr go instead of `LiveServer.output` (e.g.
+    subprocess.PIPE, for a test that stalls or closes the server's stderr)."""
     port = port or free_port()
     state_dir = state_dir or tmp_path / "state"
     log_file = tmp_path / "webserver.log"
@@ -107,8 +109,8 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
                    "LESTATS_SHUTDOWN_LINGER": "0", **(env or {})}
     with open(output, "wb") as sink:
         process = subprocess.Popen(command, cwd=tmp_path, env={
-            **environment, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
-            preexec_fn=preexec_fn)
+            **environment, "PYTHONPATH": str(ROOT)}, stdout=sink if console is None
+            else console, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     server = LiveServer(f"http://127.0.0.1:{port}", process, state_dir, log_file, output,
                         port, command)
     STARTED.append(server)
