@@ -17,6 +17,7 @@ from compute.endpoints import ENDPOINTS, Endpoint
 from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error
+from server.executor import health_of
 from server.jobs import JobService, QueueFull, ShuttingDown
 from server.metrics import Metrics
 
@@ -122,6 +123,7 @@ async def info(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     pids = service.executor.pids() if service.executor else {}
     return web.json_response({**request.app[INFO], "accepting": service.accepting,
+                              "pool": health_of(service.executor),
                               "pids": {"parent": os.getpid(), **pids}})
 
 
@@ -140,9 +142,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[SERVICE].accepting:
-        return web.json_response({"status": "ready"})
-    return error(503, "shutting down")
+    service = request.app[SERVICE]
+    if not service.accepting:
+        return error(503, "shutting down")
+    pool = health_of(service.executor)
+    if not pool["ready"]:  # jobs are still accepted (journaled) and run once it is
+        return error(503, f"not ready: {pool['reason']}")
+    return web.json_response({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
