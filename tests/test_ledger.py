@@ -4,7 +4,7 @@ time themselves."""
 from __future__ import annotations
 
 from compute.messages import Job, Outcome
-from server.pool.ledger import IDLE_SECONDS, MAX_ATTEMPTS, START_SECONDS, Ledger
+from server.pool.ledger import IDLE_SECONDS, MAX_ATTEMPTS, MAX_BATCH, START_SECONDS, Ledger
 
 TIMEOUT = 30.0
 
@@ -28,21 +28,22 @@ def ledger(workers: int = 2) -> Ledger:
     return book
 
 
-def test_one_batch_waits_per_worker_and_the_rest_gathers_for_later():
+def test_jobs_spread_over_the_workers_and_at_most_two_batches_per_worker_wait():
     book = ledger(2)
     book.submit(jobs(1, 10))
     assert ids(book.next_batches(1.0)) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
-    book.submit(jobs(11, 6))
-    assert book.next_batches(1.0) == []  # no credit: both batches still wait
+    book.submit(jobs(11, 300))          # the workers are busy: bigger batches
+    assert [len(b) for b in book.next_batches(1.0)] == [MAX_BATCH, MAX_BATCH]
+    assert book.next_batches(1.0) == []  # no credit: four batches wait
     book.taken(0, [1, 2, 3, 4, 5], 1.1)
-    assert ids(book.next_batches(1.1)) == [[11, 12, 13, 14, 15, 16]]
+    assert ids(book.next_batches(1.1)) == [list(range(139, 139 + MAX_BATCH))]
 
 
 def test_batches_are_at_most_max_batch_jobs():
     book = Ledger(1, TIMEOUT, max_batch=4)
     book.submit(jobs(1, 10))
-    assert ids(book.next_batches(0.0)) == [[1, 2, 3, 4]]
-    assert [job.id for job in book.pending] == [5, 6, 7, 8, 9, 10]
+    assert ids(book.next_batches(0.0)) == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    assert [job.id for job in book.pending] == [9, 10]
 
 
 def test_the_first_outcome_counts_and_a_second_is_ignored():
@@ -171,21 +172,21 @@ def test_a_stalled_credit_is_replaced_by_the_queue_count():
     """Two batches vanished with dead workers: without the count no credit is left and
     nothing more would ever be sent."""
     book = ledger(2)
-    book.submit(jobs(1, 4))
-    book.next_batches(0.0)
-    book.submit(jobs(5, 1))
+    book.submit(jobs(1, 300))
+    assert len(book.next_batches(0.0)) == 4 and book.next_batches(1.0) == []
     assert book.stalled(1.0)
     book.counted(0, book.handed, 1.0)
-    assert ids(book.next_batches(1.0)) == [[5]]
+    assert ids(book.next_batches(1.0)) == [list(range(257, 279)), list(range(279, 301))]
 
 
 def test_a_count_does_not_touch_the_credit_while_batches_are_taken():
     book = ledger(2)
-    book.submit(jobs(1, 2))
-    book.next_batches(0.0)
-    book.submit(jobs(3, 1))
-    book.counted(0, book.handed, 0.1)  # taken recently enough: not stalled
-    assert book.waiting_batches == 2 and book.next_batches(0.1) == []
+    book.submit(jobs(1, 300))
+    first = book.next_batches(0.0)[0]
+    book.taken(0, [job.id for job in first], 0.9)
+    assert len(book.next_batches(0.9)) == 1
+    book.counted(0, book.handed, 1.0)  # taken recently enough: not stalled
+    assert book.waiting_batches == 4 and book.next_batches(1.0) == []
 
 
 def test_a_worker_holding_a_batch_past_job_timeout_is_overdue():

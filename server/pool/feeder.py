@@ -22,6 +22,7 @@ from typing import Any
 
 from compute.messages import Batch
 from server.pool import worker
+from server.pool.ledger import QUEUE_DEPTH
 
 # (feeder, batches waiting in the queue, batches handed before the count was asked)
 OnCounted = Callable[["Feeder", int, int], None]
@@ -61,8 +62,9 @@ class Feeder:
         manager = SyncManager(ctx=ctx)
         manager.start(initializer=worker.quiet_child)
         try:
-            # Bounded: batches wait in the ledger (cheap) rather than in the manager.
-            jobs = manager.Queue(maxsize=2 * size)
+            # Bounded: batches wait in the ledger (cheap) rather than in the manager;
+            # the ledger's credit keeps a put from ever waiting for room.
+            jobs = manager.Queue(maxsize=QUEUE_DEPTH * size)
         except BaseException:
             _kill(getattr(manager, "_process"))  # noqa: B009
             manager.shutdown()

@@ -9,8 +9,8 @@ caller passes the time (`now`, time.monotonic()).
 A job's life in the ledger:
 
     submit() ──► pending ──next_batches()──► queued ──taken()──► owned by a worker
-                    ▲    (one batch per free                         │
-                    │     worker: the credit)                        ├─ done() ──► finished
+                    ▲    (QUEUE_DEPTH batches                        │
+                    │     per worker: the credit)                    ├─ done() ──► finished
                     │                                                │
                     └──── retry() ◄── died() / sweep() / manager_lost()
 
@@ -30,6 +30,7 @@ The rules (docs/pool.md "When a worker or the manager dies"):
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ from compute.messages import Job, Outcome
 
 MAX_ATTEMPTS = 3
 MAX_BATCH = 64
+# Batches per worker that may wait in the manager queue (its maxsize, server/pool/feeder.py).
+QUEUE_DEPTH = 2
 SWEEP_SECONDS = 0.5
 # A new worker imports numpy and attaches the shared memory before it can say anything.
 START_SECONDS = 10.0
@@ -70,7 +73,7 @@ class Ledger:
         self.max_batch = max_batch
         self.grace = grace
         self.inflight: dict[int, Job] = {}         # submitted, not yet finished
-        self.pending: list[Job] = []               # not yet handed to the manager queue
+        self.pending: deque[Job] = deque()         # not yet handed to the manager queue
         self.queued: dict[int, tuple[float, int]] = {}  # id → (when, batch number)
         self.workers: dict[int, Holder] = {}
         self.attempts: dict[int, int] = {}         # deaths in a batch of one
@@ -90,26 +93,36 @@ class Ledger:
             self.pending.append(job)
 
     def next_batches(self, now: float) -> list[Batch]:
-        """Batches to put into the manager queue now: at most one waiting per worker
-        (the credit), so jobs gather here while the workers are busy and go out in
-        bigger batches (fewer manager round trips per job). Jobs to be run alone go
-        first, each in a batch of its own."""
-        free = self.size - self.waiting_batches
-        jobs = [job for job in self.pending if job.id in self.inflight]
-        if free <= 0 or not jobs:
-            self.pending = jobs
+        """Batches to put into the manager queue now. Jobs gather here while the workers
+        are busy and go out in bigger batches (fewer manager round trips per job): a
+        batch is sized to spread the jobs over the workers with no batch waiting, and at
+        most QUEUE_DEPTH batches per worker wait in the queue (the credit), so a worker
+        that finishes finds its next batch there. A job to be run alone goes in a batch
+        of its own. Costs what it sends, not what waits (called on every Taken)."""
+        room = QUEUE_DEPTH * self.size - self.waiting_batches
+        if room <= 0 or not self.pending:
             return []
-        alone = [job for job in jobs if job.id in self.alone]
-        rest = [job for job in jobs if job.id not in self.alone]
-        batches: list[Batch] = [(job,) for job in alone[:free]]
-        sent_alone = len(batches)
-        free -= sent_alone
-        if free > 0 and rest:
-            size = min(self.max_batch, max(1, math.ceil(len(rest) / free)))
-            count = min(free, math.ceil(len(rest) / size))
-            batches += [tuple(rest[i * size:(i + 1) * size]) for i in range(count)]
-            rest = rest[count * size:]
-        self.pending = alone[sent_alone:] + rest
+        free = max(1, self.size - self.waiting_batches)
+        size = min(self.max_batch, max(1, math.ceil(len(self.pending) / free)))
+        batches: list[Batch] = []
+        gathering: list[Job] = []
+        while self.pending and room > 0:
+            job = self.pending.popleft()
+            if job.id not in self.inflight:
+                continue  # finished meanwhile (a re-run's first outcome came)
+            if job.id in self.alone:
+                batches.append((job,))
+                room -= 1
+                continue
+            gathering.append(job)
+            if len(gathering) == size:
+                batches.append(tuple(gathering))
+                gathering = []
+                room -= 1
+        if gathering and room > 0:
+            batches.append(tuple(gathering))
+        elif gathering:  # the last room went to a job run alone: these wait, in order
+            self.pending.extendleft(reversed(gathering))
         for batch in batches:
             self.handed += 1
             self.waiting_batches += 1
@@ -189,7 +202,7 @@ class Ledger:
             self.alone.discard(job.id)
             abandoned.append(Abandoned(job, attempts))
         self.reruns += len(again)
-        self.pending[:0] = again
+        self.pending.extendleft(reversed(again))
         return abandoned
 
     def sweep(self, now: float) -> list[Job]:
@@ -226,7 +239,7 @@ class Ledger:
             self.waiting_batches = waiting + max(0, self.handed - upto)
 
     def stalled(self, now: float) -> bool:
-        return (self.waiting_batches >= self.size and bool(self.pending)
+        return (self.waiting_batches >= QUEUE_DEPTH * self.size and bool(self.pending)
                 and self.last_taken < now - self.grace)
 
     def overdue(self, now: float, manager_answers: bool) -> list[int]:
@@ -251,4 +264,4 @@ class Ledger:
         self.suspects.clear()
         self.waiting_batches = 0
         self.newest_taken = self.emptied = self.handed
-        self.pending = sorted(self.inflight.values(), key=lambda job: job.id)
+        self.pending = deque(sorted(self.inflight.values(), key=lambda job: job.id))
