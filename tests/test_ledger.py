@@ -4,7 +4,13 @@ time themselves."""
 from __future__ import annotations
 
 from compute.messages import Job, Outcome
-from server.pool.ledger import IDLE_SECONDS, MAX_ATTEMPTS, MAX_BATCH, START_SECONDS, Ledger
+from server.pool.ledger import (
+    IDLE_SECONDS,
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    START_SECONDS,
+    Ledger,
+)
 
 TIMEOUT = 30.0
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterable
@@ -85,6 +86,8 @@ class LocalPool:
         self._spawn_backoff = Backoff()
         self._restart_backoff = Backoff()
         self._retry_later: asyncio.TimerHandle | None = None
+        self._starter: threading.Thread | None = None
+        self._start_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._throttle = Throttle(log)
         self.deaths = 0            # workers that died unexpectedly
         self.timeouts = 0          # workers killed for holding a batch past job_timeout
@@ -173,6 +176,7 @@ class LocalPool:
             self._forget(index)
         if feeder is not None:
             await self._loop.run_in_executor(None, feeder.shutdown, 2.0)
+        self._start_requests.put(False)  # after: its manager dies with it
 
     def pids(self) -> dict[str, Any]:
         return {"workers": [w.process.pid for w in self._workers.values()
@@ -381,19 +385,25 @@ class LocalPool:
 
     def _restart(self) -> None:
         self._retry_later = None
-        threading.Thread(target=self._start_feeder, name="pool-manager-start",
-                         daemon=True).start()
+        if self._starter is None:
+            self._starter = threading.Thread(target=self._start_feeders,
+                                             name="pool-manager-starter", daemon=True)
+            self._starter.start()
+        self._start_requests.put(True)
 
-    def _start_feeder(self) -> None:
-        """A thread: starting a manager takes a process start and a round trip."""
-        try:
-            feeder = Feeder.start(self._ctx, self._size, self._loop, self._counted,
-                                  self._feeder_failed)
-        except Exception as exc:  # noqa: BLE001 (reported on the loop, tried again)
-            self._tell(self._restart_failed, exc)
-            return
-        if not self._tell(self._restarted, feeder):
-            feeder.kill()
+    def _start_feeders(self) -> None:
+        """A thread that lives as long as the pool: starting a manager takes a process
+        start and a round trip. It must not end after starting one: the manager dies
+        with the thread that started it (PR_SET_PDEATHSIG, worker.quiet_child)."""
+        while self._start_requests.get():
+            try:
+                feeder = Feeder.start(self._ctx, self._size, self._loop, self._counted,
+                                      self._feeder_failed)
+            except Exception as exc:  # noqa: BLE001 (reported on the loop, tried again)
+                self._tell(self._restart_failed, exc)
+                continue
+            if not self._tell(self._restarted, feeder):
+                feeder.kill()
 
     def _tell(self, callback: Any, *args: object) -> bool:
         try:
