@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import signal
 
@@ -37,8 +39,8 @@ async def pool_factory(demo_csv, tmp_path):
     files.scan()
     pools = []
 
-    def make(expected: int, workers: int = 2) -> LocalPool:
-        pool = LocalPool(shared.handle, workers, files, Collected(expected))
+    def make(expected: int, workers: int = 2, collect=Collected) -> LocalPool:
+        pool = LocalPool(shared.handle, workers, files, collect(expected))
         pool.start()
         pools.append(pool)
         return pool
@@ -92,3 +94,29 @@ async def test_killed_workers_are_replaced_and_their_jobs_rerun(pool_factory):
     alive = [pid for pid in pool.pids()["workers"] if os.path.exists(f"/proc/{pid}")]
     assert len(alive) == 2 and pool.deaths == killed >= 2 and pool.reruns >= killed
     print(f"killed {killed} busy workers, {pool.reruns} jobs run again")
+
+
+class DiskFullOnce(Collected):
+    """The job service's callback as it fails when the disk is full while it journals
+    an eviction: the outcomes were taken, then OSError(ENOSPC) — three times."""
+
+    failures = 0
+
+    def __call__(self, finished):
+        super().__call__(finished)
+        if self.failures < 3:
+            self.failures += 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_failing_done_callback_costs_no_pipe_reader(pool_factory, caplog):
+    pool = pool_factory(3000, collect=DiskFullOnce)
+    for first in range(1, 3001, 300):  # many Done messages from both workers
+        pool.submit(_jobs(first + 299)[first - 1:])
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(pool._on_done.event.wait(), 60)
+    assert pool._on_done.failures == 3 and len(pool._on_done.outcomes) == 3000
+    assert all(o.ok for o in pool._on_done.outcomes.values())
+    assert pool.deaths == 0 and pool.health()["ready"]
+    said = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR  # once, rate-limited

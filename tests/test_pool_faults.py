@@ -171,10 +171,7 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
     fillers: list[socket.socket] = []
     try:
         submitted = [_post(control, *mix.pick()) for _ in range(20)]
-        while _open_files(server.pid) < FILE_LIMIT - 1 and len(fillers) < FILE_LIMIT:
-            fillers.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
-            time.sleep(0.01)  # let the server accept it
-        assert wait_until(lambda: _open_files(server.pid) >= FILE_LIMIT - 1, 10)
+        _fill_file_table(server, fillers)
         victim = _get(control, "/api/info")[1]["pids"]["workers"][0]
         os.kill(victim, signal.SIGKILL)
 
@@ -197,6 +194,48 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
     control.close()
     assert "cannot start a worker process" in log_text(server.log_file)
     stopped_cleanly(server)
+
+
+def test_sigterm_with_a_pool_that_cannot_recover_exits_1_and_the_journal_recovers(
+        tmp_path, demo_csv):
+    """No worker can be spawned (EMFILE, as above, and both workers killed): SIGTERM
+    does not wait forever for jobs nobody can run. After job_timeout without a ready
+    pool the server exits 1 (a supervisor restarts it); the jobs stay in the journal
+    and the next start answers them."""
+    mix = JobMix(demo_csv, 16, endpoints=ENDPOINTS)
+    server = start_server(tmp_path, data=demo_csv, workers=WORKERS, preexec_fn=_limit_files,
+                          env={"LESTATS_CLIENT_TIMEOUT": "120", "LESTATS_JOB_TIMEOUT": "3"})
+    control = HTTPConnection("127.0.0.1", server.port, timeout=10)
+    fillers: list[socket.socket] = []
+    try:
+        _fill_file_table(server, fillers)
+        for victim in _get(control, "/api/info")[1]["pids"]["workers"]:
+            os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: _get(control, "/api/info")[1]["pids"]["workers"] == [],
+                          15)
+        submitted = [_post(control, *mix.pick()) for _ in range(10)]
+        assert server.stop(timeout=40) == 1, server.text()
+    finally:
+        for sock in fillers:
+            sock.close()
+        control.close()
+    assert "stopping with 10 unfinished job(s)" in log_text(server.log_file)
+    assert shm_segments(server.pid) == []
+    again = start_server(tmp_path, data=demo_csv, workers=WORKERS,
+                         state_dir=server.state_dir)
+    for job_id, endpoint, body in submitted:
+        status, result, _ = http(f"{again.url}/api/get_results/{job_id}?wait=25", timeout=30)
+        assert status == 200, result
+        mix.check(endpoint, body, result)
+    stopped_cleanly(again)
+
+
+def _fill_file_table(server: LiveServer, fillers: list[socket.socket]) -> None:
+    """Idle connections until the server has one descriptor left."""
+    while _open_files(server.pid) < FILE_LIMIT - 1 and len(fillers) < FILE_LIMIT:
+        fillers.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(0.01)  # let the server accept it
+    assert wait_until(lambda: _open_files(server.pid) >= FILE_LIMIT - 1, 10)
 
 
 def _open_files(pid: int) -> int:
