@@ -240,6 +240,10 @@ def test_an_old_workers_outcome_after_a_manager_death_still_counts_once():
     book.taken(0, [1], 0.1)
     book.manager_lost()
     book.started(1, 0.2)
+    book.submit(jobs(2, 1))
+    book.next_batches(0.2)             # jobs 1 and 2 in the new queue
+    book.taken(0, [1], 0.25)           # an old worker's last word: not this queue's
+    assert book.waiting_batches == 1 and 1 in book.queued
     assert [job.id for job, _ in book.done(0, ok(1), 0.3)] == [1]
     assert book.next_batches(0.4) == []  # finished: not sent again
     assert book.done(1, ok(1), 0.5) == []

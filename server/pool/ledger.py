@@ -140,6 +140,9 @@ class Ledger:
             holder.heard = max(holder.heard, now)
 
     def taken(self, worker: int, ids: Iterable[int], now: float) -> None:
+        holder = self.workers.get(worker)
+        if holder is None:
+            return  # a worker of a manager that died: its batch was not in this queue
         ids = set(ids)
         for job_id in ids:
             entry = self.queued.pop(job_id, None)
@@ -147,11 +150,9 @@ class Ledger:
                 self.newest_taken = max(self.newest_taken, entry[1])
         self.waiting_batches = max(0, self.waiting_batches - 1)
         self.last_taken = now
-        holder = self.workers.get(worker)
-        if holder is not None:  # else a worker of a manager that died: nothing is its
-            holder.heard = max(holder.heard, now)
-            holder.busy_since = now
-            holder.owned |= ids & self.inflight.keys()
+        holder.heard = max(holder.heard, now)
+        holder.busy_since = now
+        holder.owned |= ids & self.inflight.keys()
 
     def done(self, worker: int, outcomes: Iterable[Outcome],
              now: float) -> list[tuple[Job, Outcome]]:

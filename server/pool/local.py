@@ -54,7 +54,7 @@ from server.results import ResultFiles
 log = logsetup.get("pool")
 
 # A count of the manager queue unanswered for this long: the pool is not ready.
-MANAGER_PATIENCE = 2.0
+MANAGER_PATIENCE = 5.0
 # Default of the job_timeout setting (server/config.py): see docs/pool.md.
 JOB_TIMEOUT = 60.0
 
@@ -85,7 +85,8 @@ class LocalPool:
         self._counting_since: float | None = None  # a count asked, not yet answered
         self._spawn_backoff = Backoff()
         self._restart_backoff = Backoff()
-        self._retry_later: asyncio.TimerHandle | None = None
+        self._spawn_later: asyncio.TimerHandle | None = None
+        self._restart_later: asyncio.TimerHandle | None = None
         self._starter: threading.Thread | None = None
         self._start_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._throttle = Throttle(log)
@@ -119,7 +120,9 @@ class LocalPool:
     def _fill(self) -> None:
         """Spawn workers up to the pool's size; on failure (EMFILE, ENOMEM, EAGAIN …)
         try again later, with backoff: the pool is not ready meanwhile."""
-        self._retry_later = None
+        if self._spawn_later is not None:
+            self._spawn_later.cancel()  # a death while a retry waits: this is the retry
+            self._spawn_later = None
         while self._feeder is not None and not self._stopping and self._live() < self._size:
             try:
                 self._spawn(self._feeder)
@@ -129,7 +132,7 @@ class LocalPool:
                 self._throttle.error("spawn", "cannot start a worker process (%s); %d of %d "
                                      "running; trying again in %.1f s", exc, self._live(),
                                      self._size, delay)
-                self._retry_later = self._loop.call_later(delay, self._fill)
+                self._spawn_later = self._loop.call_later(delay, self._fill)
                 return
         self._spawn_backoff.reset()
 
@@ -164,8 +167,9 @@ class LocalPool:
         Call after every submitted job has finished."""
         self._stopping = True
         self._ticker.cancel()
-        if self._retry_later is not None:
-            self._retry_later.cancel()
+        for later in (self._spawn_later, self._restart_later):
+            if later is not None:
+                later.cancel()
         feeder, self._feeder = self._feeder, None
         if feeder is not None:
             self._loop.remove_reader(feeder.sentinel)
@@ -376,15 +380,16 @@ class LocalPool:
         self.manager_restarts += 1
         self._loop.remove_reader(feeder.sentinel)
         feeder.kill()
-        if self._retry_later is not None:
-            self._retry_later.cancel()
+        if self._spawn_later is not None:
+            self._spawn_later.cancel()
+            self._spawn_later = None
         for found in self._workers.values():
             found.process.kill()  # their sentinels fire; their pipes are still read
         self._ledger.manager_lost()
         self._restart()
 
     def _restart(self) -> None:
-        self._retry_later = None
+        self._restart_later = None
         if self._starter is None:
             self._starter = threading.Thread(target=self._start_feeders,
                                              name="pool-manager-starter", daemon=True)
@@ -427,7 +432,7 @@ class LocalPool:
         delay = self._restart_backoff.next()
         self._throttle.error("manager", "cannot start a manager process (%s); trying again "
                              "in %.1f s", exc, delay)
-        self._retry_later = self._loop.call_later(delay, self._restart)
+        self._restart_later = self._loop.call_later(delay, self._restart)
 
 
 def _join_or_kill(processes: list[BaseProcess], timeout: float) -> None:
