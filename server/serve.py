@@ -140,9 +140,10 @@ async def _drain(service: JobService, pool: LocalPool, patience: float) -> bool:
         now = time.monotonic()
         unready_since = now if unready_since is None else unready_since
         if now - unready_since >= patience:
-            log.error("stopping with %d unfinished job(s): %s for %.0f s; they stay in the "
-                      "journal and run at the next start", service.status.running_count,
-                      health["reason"], now - unready_since, extra=logsetup.CONSOLE)
+            log.error("stopping with %d unfinished job(s): the worker pool has not been "
+                      "ready for %.0f s (%s); they stay in the journal and run at the next "
+                      "start", service.status.running_count, now - unready_since,
+                      health["reason"], extra=logsetup.CONSOLE)
             return False
 
 
