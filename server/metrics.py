@@ -14,6 +14,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, generate_latest)
 
 from compute.messages import Job
+from server.executor import health_of
 from server.jobs import JobService
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
@@ -36,8 +37,12 @@ class Metrics:
               registry=r).set_function(lambda: service.status.running_count)
         Gauge("lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown",
               registry=r).set_function(lambda: float(service.accepting))
-        Gauge("lestats_worker_deaths", "Worker processes that died and were replaced",
+        Gauge("lestats_worker_deaths", "Worker processes that died unexpectedly",
               registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
+        # Whether the deaths were made good: 0 while the pool is below its size, has no
+        # manager, or its manager does not answer (docs/pool.md).
+        Gauge("lestats_pool_ready", "1 while the worker pool can run jobs",
+              registry=r).set_function(lambda: float(health_of(service.executor)["ready"]))
         self._started: dict[int, float] = {}
         service.listeners.append(self.on_job)
 

@@ -181,12 +181,14 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
         assert wait_until(short, 15), _get(control, "/readyz")
         info = _get(control, "/api/info")[1]
         assert info["pool"]["spawn_failures"] >= 1 and len(info["pids"]["workers"]) == 1
+        assert "\nlestats_pool_ready 0.0\n" in _metrics(control)
         submitted += [_post(control, *mix.pick()) for _ in range(20)]
     finally:
         for sock in fillers:
             sock.close()
     assert wait_until(lambda: _get(control, "/readyz")[0] == 200, 20), \
         _get(control, "/readyz")
+    assert "\nlestats_pool_ready 1.0\n" in _metrics(control)
     for job_id, endpoint, body in submitted:
         status, result = _get(control, f"/api/get_results/{job_id}?wait=25")
         assert status == 200, result
@@ -246,6 +248,12 @@ def _get(connection: HTTPConnection, path: str) -> tuple[int, dict]:
     connection.request("GET", path)
     response = connection.getresponse()
     return response.status, json.loads(response.read())
+
+
+def _metrics(connection: HTTPConnection) -> str:
+    connection.request("GET", "/metrics")
+    response = connection.getresponse()
+    return response.read().decode()
 
 
 def _post(connection: HTTPConnection, endpoint: str,

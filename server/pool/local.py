@@ -91,7 +91,7 @@ class LocalPool:
         self._start_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._throttle = Throttle(log)
         self.deaths = 0            # workers that died unexpectedly
-        self.timeouts = 0          # workers killed for holding a batch past job_timeout
+        self.timeouts = 0          # workers killed by job_timeout (held a batch, or silent)
         self.manager_restarts = 0
         self.spawn_failures = 0
 
