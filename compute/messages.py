@@ -2,7 +2,8 @@
 
 Parent → workers, through the manager queue: a Batch of Jobs (None asks a worker to
 stop). Worker → parent, through the worker's own pipe: Taken (so the parent knows
-which jobs die with a worker) and then Done with one Outcome per job.
+which jobs die with a worker) and then Done with one Outcome per job; Waiting while
+it is idle (so a stopped worker is told from an idle one).
 """
 from __future__ import annotations
 
@@ -67,3 +68,11 @@ class Taken:
 class Done:
     worker: int
     outcomes: tuple[Outcome, ...]
+
+
+@_plain_pickle
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """An idle worker is alive: sent each time its wait for a batch times out, so the
+    parent can tell a stopped or hung worker from an idle one."""
+    worker: int

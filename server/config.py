@@ -30,6 +30,7 @@ class Settings:
     shutdown_linger: float = 5.0
     fsync: bool = False          # fsync the journal and every result before "done"
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
+    job_timeout: float = 60.0    # seconds a worker may hold a batch before it is killed
 
     @property
     def worker_count(self) -> int:
@@ -42,7 +43,7 @@ ENVIRONMENT = {
     "max_queue": "LESTATS_MAX_QUEUE", "max_results": "LESTATS_MAX_RESULTS",
     "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
-    "client_timeout": "LESTATS_CLIENT_TIMEOUT",
+    "client_timeout": "LESTATS_CLIENT_TIMEOUT", "job_timeout": "LESTATS_JOB_TIMEOUT",
 }
 DEFAULT_CONFIG = "config.toml"
 
@@ -108,5 +109,6 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"setting {name} must be positive")
     if settings.shutdown_linger < 0:
         raise ConfigError("setting shutdown_linger must not be negative")
-    if not settings.client_timeout > 0:
-        raise ConfigError("setting client_timeout must be positive")
+    for name in ("client_timeout", "job_timeout"):
+        if not getattr(settings, name) > 0:
+            raise ConfigError(f"setting {name} must be positive")

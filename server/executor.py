@@ -4,10 +4,14 @@
 jobs (never blocking), get outcomes through a callback in the event loop, stop it.
 server.pool.LocalPool is the embedded implementation (worker processes on this
 machine); another executor can replace it without touching compute/ or the routes.
+
+An executor may also say whether it can run jobs now (`health()`, see `health_of`);
+one without that method is taken as always ready.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from compute.messages import Job, Outcome
 
@@ -19,4 +23,15 @@ class Executor(Protocol):
     def start(self) -> None: ...
     def submit(self, jobs: Iterable[Job]) -> None: ...
     async def stop(self, timeout: float = 10.0) -> None: ...
-    def pids(self) -> dict: ...
+    def pids(self) -> dict[str, Any]: ...
+
+
+def health_of(executor: object) -> dict[str, Any]:
+    """The executor's `health()` — a dict with at least "ready" (bool) and "reason"
+    (why not ready, else None), cheap and never blocking: the event loop calls it for
+    /readyz and /api/info. An executor without one (or none yet) counts as ready."""
+    health = getattr(executor, "health", None)
+    if health is None:
+        return {"ready": True, "reason": None}
+    result: dict[str, Any] = health()
+    return result

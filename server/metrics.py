@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from compute.messages import Job
 from server import logsetup
+from server.executor import health_of
 from server.jobs import JobService
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
@@ -44,8 +45,12 @@ class Metrics:
               registry=r).set_function(lambda: float(service.storage.fault is None))
         Gauge("lestats_storage_faults", "Times the state dir went from writable to failing",
               registry=r).set_function(lambda: service.storage.faults)
-        Gauge("lestats_worker_deaths", "Worker processes that died and were replaced",
+        Gauge("lestats_worker_deaths", "Worker processes that died unexpectedly",
               registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
+        # Whether the deaths were made good: 0 while the pool is below its size, has no
+        # manager, or its manager does not answer (docs/pool.md).
+        Gauge("lestats_pool_ready", "1 while the worker pool can run jobs",
+              registry=r).set_function(lambda: float(health_of(service.executor)["ready"]))
         r.register(_LogDrops())
         self._started: dict[int, float] = {}
         service.listeners.append(self.on_job)

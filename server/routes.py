@@ -19,6 +19,7 @@ from compute.endpoints import ENDPOINTS, Endpoint
 from server import cross_site, logsetup, status, validation
 from server.config import Settings
 from server.errors import error, expect_continue
+from server.executor import health_of
 from server.jobs import JobService, QueueFull, ShuttingDown, StorageUnavailable
 from server.metrics import Metrics
 
@@ -182,6 +183,7 @@ async def info(request: web.Request) -> web.Response:
     pids = service.executor.pids() if service.executor else {}
     return web.json_response({**request.app[INFO], "accepting": service.accepting,
                               "storage_fault": service.storage.fault,
+                              "pool": health_of(service.executor),
                               "pids": {"parent": os.getpid(), **pids}})
 
 
@@ -205,6 +207,9 @@ async def readyz(request: web.Request) -> web.Response:
         return error(503, "shutting down")
     if service.storage.fault:
         return error(503, service.storage.fault)
+    pool = health_of(service.executor)
+    if not pool["ready"]:  # jobs are still accepted (journaled) and run once it is
+        return error(503, f"not ready: {pool['reason']}")
     return web.json_response({"status": "ready"})
 
 

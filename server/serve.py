@@ -23,6 +23,7 @@ from server import datasource, logsetup
 from server.app import init_app
 from server.config import Settings
 from server.errors import JsonAppRunner
+from server.executor import health_of
 from server.jobs import JobService
 from server.pool import LocalPool
 from server.statelock import StateDirError, StateLock
@@ -96,7 +97,7 @@ async def _serve_locked(settings: Settings) -> int:
         stack.callback(service.close)
         unfinished = service.open(fingerprint)
         pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
-                         service.on_done)
+                         service.on_done, job_timeout=settings.job_timeout)
         pool.start()
         stack.push_async_callback(pool.stop)
         service.start(pool, unfinished)
@@ -125,7 +126,8 @@ async def _serve_locked(settings: Settings) -> int:
                  _address(settings.host), settings.port, settings.worker_count,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
         await service.shutdown_requested.wait()
-        await service.wait_drained()
+        if not await _drain(service, pool, settings.job_timeout):
+            return 1
         log.info("all accepted jobs finished; serving results for %g s more",
                  settings.shutdown_linger, extra=logsetup.CONSOLE)
         await _linger(service, settings.shutdown_linger)
@@ -152,6 +154,30 @@ def _site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
 def _address(host: str) -> str:
     """The host as it is written in a URL (IPv6 in brackets)."""
     return f"[{host.strip('[]')}]" if ":" in host else host
+
+
+async def _drain(service: JobService, pool: LocalPool, patience: float) -> bool:
+    """Wait until every accepted job has finished — but not for a pool that cannot run
+    them: after `patience` seconds in a row without a ready pool, give up (False). The
+    jobs left are in the journal and run at the next start; the exit code (1) tells a
+    supervisor to start it again."""
+    unready_since: float | None = None
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(service.wait_drained(), 1.0)
+            return True
+        health = health_of(pool)
+        if health["ready"]:
+            unready_since = None
+            continue
+        now = time.monotonic()
+        unready_since = now if unready_since is None else unready_since
+        if now - unready_since >= patience:
+            log.error("stopping with %d unfinished job(s): the worker pool has not been "
+                      "ready for %.0f s (%s); they stay in the journal and run at the next "
+                      "start", service.status.running_count, now - unready_since,
+                      health["reason"], extra=logsetup.CONSOLE)
+            return False
 
 
 def _raise_file_limit() -> None:

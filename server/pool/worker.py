@@ -10,11 +10,13 @@ import os
 import queue
 import signal
 import traceback
-from typing import Protocol
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
 
-from compute.messages import Batch, Done, Job, Outcome, Taken, job_key
+from compute.messages import Batch, Done, Job, Outcome, Taken, Waiting, job_key
 from compute.shared import SharedDataset, SharedHandle
 from compute.stats import answer
+from server.pool.ledger import IDLE_SECONDS
 
 _PR_SET_PDEATHSIG = 1
 _CACHE_LIMIT = 4096
@@ -31,11 +33,12 @@ def die_with_parent() -> None:
 
 
 def quiet_child() -> None:
-    """Children ignore Ctrl-C and SIGTERM: a terminal (or systemd, or `timeout`) sends
-    them to the whole process group, and the parent must be the one to decide how a
+    """Children ignore the signals the parent drains on (Ctrl-C, SIGTERM, and SIGHUP /
+    SIGQUIT from a closing terminal): a terminal (or systemd, or `timeout`) sends them
+    to the whole process group, and the parent must be the one to decide how a
     shutdown drains. Children still die with the parent (below)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_IGN)
     die_with_parent()
 
 
@@ -47,7 +50,8 @@ class ResultSink(Protocol):
     """Where a worker puts each outcome before reporting it (server.results.ResultFiles:
     one file per job id); it must be durable before Done."""
 
-    def write(self, job_id: int, ok: bool, body: bytes) -> None: ...
+    def write(self, job_id: int, ok: bool, body: bytes) -> None:
+        """Store one job's complete get_results body."""
 
     def commit(self) -> None:
         """Everything written so far is durable (called once per batch)."""
@@ -58,10 +62,11 @@ class JobRunner:
     the dataset is loaded, and popular questions are asked again and again."""
 
     def __init__(self, shared: SharedDataset):
+        assert shared.dataset is not None  # attached, not released
         self._shared = shared  # owns the mapping: the arrays die with it
         self.dataset = shared.dataset
-        self._cache: dict[tuple, bytes] = {}
-        self._sent: set[tuple] = set()
+        self._cache: dict[tuple[Any, ...], bytes] = {}
+        self._sent: set[tuple[Any, ...]] = set()
 
     def run(self, job: Job) -> Outcome:
         key = job_key(job)
@@ -70,7 +75,7 @@ class JobRunner:
             return Outcome(job.id, True, body)
         try:
             data = answer(self.dataset, job.endpoint, job.question, job.state)
-        except Exception:
+        except Exception:  # noqa: BLE001 (any failure of one job is that job's error)
             return Outcome(job.id, False, error_body("the statistic could not be computed"),
                            traceback.format_exc())
         body = b'{"status": "done", "data": ' + data + b"}"
@@ -93,6 +98,7 @@ class JobRunner:
 
 
 def _persist(sink: ResultSink, outcome: Outcome) -> Outcome:
+    assert outcome.body is not None  # run() always gives one; report() may drop it
     try:
         sink.write(outcome.id, outcome.ok, outcome.body)
         return outcome
@@ -106,16 +112,20 @@ def _unstored(outcome: Outcome, exc: OSError) -> Outcome:
                    f"writing the result failed: {exc}", stored=False)
 
 
-def main(index: int, handle: SharedHandle, jobs, conn, parent_pid: int,
-         sink: ResultSink) -> None:
+def main(index: int, handle: SharedHandle, jobs: queue.Queue[Batch | None],
+         conn: Connection, parent_pid: int, sink: ResultSink) -> None:
     """Entry point of a worker process (index names it in the parent's bookkeeping)."""
     quiet_child()
     runner = JobRunner(SharedDataset.attach(handle))
     while True:
         try:
-            batch: Batch | None = jobs.get(timeout=1.0)
+            batch = jobs.get(timeout=IDLE_SECONDS)
         except queue.Empty:
             if os.getppid() != parent_pid:
+                return
+            try:
+                conn.send(Waiting(index))
+            except OSError:
                 return
             continue
         except (EOFError, OSError):

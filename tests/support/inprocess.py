@@ -30,7 +30,8 @@ async def running_app(csv, state_dir, workers: int = 1, **settings):
         service = JobService(state_dir, max_queue=settings.max_queue,
                              retain=settings.max_results)
         unfinished = service.open()
-        pool = LocalPool(shared.handle, workers, service.results.files, service.on_done)
+        pool = LocalPool(shared.handle, workers, service.results.files, service.on_done,
+                         job_timeout=settings.job_timeout)
         pool.start()
         try:
             service.start(pool, unfinished)
