@@ -77,8 +77,10 @@ class _EnqueueHandler(logging.Handler):
 class _Repeats:
     """Collapses a fault that repeats: per kind (logger, message template, exception
     type and errno), the first record of each REPEAT_WINDOW is written, the others
-    are counted and summed up in one line when the window ends. Applies to errors and
-    to records with a traceback; warnings and info stay one line per event."""
+    are counted and summed up in one line when the window ends. Applies to records
+    with a traceback (a fault that repeats per request or per job) and to the writer's
+    own faults; plain records, errors included, are events (a worker died, a job
+    failed) and stay one line each — the bounded queue still caps their cost."""
 
     def __init__(self, window: float):
         self.window = window
@@ -87,7 +89,7 @@ class _Repeats:
 
     @staticmethod
     def kind(record: logging.LogRecord) -> tuple | None:
-        if record.levelno < logging.ERROR and not record.exc_info:
+        if not record.exc_info:
             return None
         exc = record.exc_info[1] if record.exc_info else None
         return (record.name, str(record.msg)[:200], type(exc).__name__,
