@@ -30,6 +30,7 @@ class Settings:
     shutdown_linger: float = 5.0
     fsync: bool = False          # fsync the journal and every result before "done"
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
+    poll_grace: float = 0.05     # a get_results without ?wait= waits this long for a running job
 
     @property
     def worker_count(self) -> int:
@@ -42,9 +43,12 @@ ENVIRONMENT = {
     "max_queue": "LESTATS_MAX_QUEUE", "max_results": "LESTATS_MAX_RESULTS",
     "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
-    "client_timeout": "LESTATS_CLIENT_TIMEOUT",
+    "client_timeout": "LESTATS_CLIENT_TIMEOUT", "poll_grace": "LESTATS_POLL_GRACE",
 }
 DEFAULT_CONFIG = "config.toml"
+# A grace is meant to cover a job's usual latency; a client that wants to wait long
+# asks for it with ?wait=.
+MAX_POLL_GRACE = 1.0
 
 
 def load_settings(config: str | None = None, flags: dict | None = None,
@@ -110,3 +114,6 @@ def _check(settings: Settings) -> None:
         raise ConfigError("setting shutdown_linger must not be negative")
     if not settings.client_timeout > 0:
         raise ConfigError("setting client_timeout must be positive")
+    if not 0 <= settings.poll_grace <= MAX_POLL_GRACE:  # also rejects nan
+        raise ConfigError(f"setting poll_grace must be between 0 and {MAX_POLL_GRACE:g} "
+                          "seconds")
