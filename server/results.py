@@ -50,7 +50,7 @@ class ResultFiles:
     def _write_unnamed(self, job_id: int, ok: bool, body: bytes) -> bool:
         """Write the body into a file without a name (O_TMPFILE), then give it its
         name (linkat): as atomic as a temporary file and a rename, at about half the
-        CPU (35 against 70 µs per result on ext4, docs/performance.md), and a crash
+        CPU (36 against 60-70 µs per result on ext4, docs/performance.md), and a crash
         leaves no temporary behind. False when this cannot be done here: the file
         already exists (a job run again; the rename replaces it) or the file system
         or /proc does not allow it."""
