@@ -110,7 +110,7 @@ def make_plan(args) -> Plan:
     cpus = os.cpu_count() or 1
     if args.quick:
         # One locust process: --processes costs ~3 s of start and stop per run.
-        plan = Plan(quick=True, users=(4,), duration=2.0, warmup=0.0, processes=1,
+        plan = Plan(quick=True, users=(4,), duration=4.0, warmup=0.0, processes=1,
                     workers=2, big_rows=100_000, startup_repeats=1, worker_calls=30,
                     worker_budget=0.3, max_jobs=120, long_poll_wait=5.0,
                     ceiling_single=False, wrk_seconds=1.0, generator_check=False)
