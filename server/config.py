@@ -31,6 +31,7 @@ class Settings:
     fsync: bool = False          # fsync the journal and every result before "done"
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
     job_timeout: float = 60.0    # seconds a worker may hold a batch before it is killed
+    poll_grace: float = 0.05     # a get_results without ?wait= waits this long for a running job
 
     @property
     def worker_count(self) -> int:
@@ -44,8 +45,12 @@ ENVIRONMENT = {
     "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
     "client_timeout": "LESTATS_CLIENT_TIMEOUT", "job_timeout": "LESTATS_JOB_TIMEOUT",
+    "poll_grace": "LESTATS_POLL_GRACE",
 }
 DEFAULT_CONFIG = "config.toml"
+# A grace is meant to cover a job's usual latency; a client that wants to wait long
+# asks for it with ?wait=.
+MAX_POLL_GRACE = 1.0
 
 
 def load_settings(config: str | None = None, flags: dict | None = None,
@@ -112,3 +117,6 @@ def _check(settings: Settings) -> None:
     for name in ("client_timeout", "job_timeout"):
         if not getattr(settings, name) > 0:
             raise ConfigError(f"setting {name} must be positive")
+    if not 0 <= settings.poll_grace <= MAX_POLL_GRACE:  # also rejects nan
+        raise ConfigError(f"setting poll_grace must be between 0 and {MAX_POLL_GRACE:g} "
+                          "seconds")

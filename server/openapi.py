@@ -60,7 +60,9 @@ def document() -> dict:
             {"name": "job_id", "in": "path", "required": True,
              "description": "the id, or `job_id_<id>`", "schema": {"type": "string"}},
             {"name": "wait", "in": "query", "required": False,
-             "description": "long poll: answer when done or after this many seconds",
+             "description": "long poll: answer when done or after this many seconds; "
+                            "without it a running job is waited for poll_grace seconds "
+                            "(0.05 by default), with wait=0 not at all",
              "schema": {"type": "number", "minimum": 0, "maximum": 30}}])
     paths["/api/jobs"] = _get("jobs", "Every retained job and its state, or one page", {
         "type": "object", "required": ["status", "data"],

@@ -1,9 +1,10 @@
 """Finished jobs' answers, one file per job id, written atomically.
 
 `<state_dir>/jobs/<id>.json` holds the complete get_results body of a finished job
-(`<id>.error.json` for a job that failed), written to a temporary file and renamed,
-so a reader or a crash never sees half a result. File names are built from integers
-only: no request value ever becomes part of a path.
+(`<id>.error.json` for a job that failed), written to a file without a name that is
+then linked under its name (or, where that is not possible, to a temporary file that
+is then renamed), so a reader or a crash never sees half a result. File names are
+built from integers only: no request value ever becomes part of a path.
 
 ResultFiles is the disk side. It is small and picklable because the worker processes
 write the files themselves, before they report a job done: moving those writes out
@@ -14,6 +15,7 @@ ask for a result right after it is done.
 from __future__ import annotations
 
 import json
+import errno
 import os
 import re
 import threading
@@ -35,6 +37,8 @@ class ResultFiles:
                             else f"{int(job_id)}.error.json")
 
     def write(self, job_id: int, ok: bool, body: bytes) -> None:
+        if self.dir not in _NO_TMPFILE and self._write_unnamed(job_id, ok, body):
+            return
         # The pid keeps two processes that run the same job (a re-run after a worker
         # death) from sharing a temporary file.
         temporary = os.path.join(self.dir, f".{int(job_id)}.{os.getpid()}.tmp")
@@ -53,8 +57,45 @@ class ResultFiles:
                 pass
             raise
 
+    def _write_unnamed(self, job_id: int, ok: bool, body: bytes) -> bool:
+        """Write the body into a file without a name (O_TMPFILE), then give it its
+        name (linkat): as atomic as a temporary file and a rename, at about half the
+        CPU (36 against 60-70 µs per result on ext4, docs/performance.md), and a crash
+        leaves no temporary behind. False when this cannot be done here: the file
+        already exists (a job run again; the rename replaces it) or the file system
+        or /proc does not allow it."""
+        directory = _directory(self.dir)
+        try:
+            descriptor = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o644, dir_fd=directory)
+        except OSError as exc:
+            # Open the directory again next time: it may have been removed and made
+            # again (the descriptor is then of the removed one). The rename below
+            # meets, and reports, any real fault of the disk.
+            os.close(_DIRECTORIES.pop(self.dir))
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                _NO_TMPFILE.add(self.dir)  # this file system has no O_TMPFILE
+            return False
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(descriptor, view):]
+            if self.fsync:
+                os.fsync(descriptor)
+            name = os.path.basename(self.path(job_id, ok))
+            os.link(f"/proc/self/fd/{descriptor}", name, dst_dir_fd=directory)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES):
+                raise  # the disk's fault (full, read-only, failing): the caller reports it
+            _NO_TMPFILE.add(self.dir)  # no /proc, or linkat refused: use renames
+            return False
+        finally:
+            os.close(descriptor)
+
     def commit(self) -> None:
-        """Make the renames done so far durable (fsync mode): fsync of a file covers
+        """Make the names given so far durable (fsync mode): fsync of a file covers
         its data, not the directory entry that names it. Workers call it once per
         batch, before reporting the batch done."""
         if self.fsync:
@@ -171,6 +212,17 @@ def is_result_body(body: bytes) -> bool:
     holding the GIL the event loop needs)."""
     return (body.startswith((b'{"status": "done", "data": ', b'{"status": "error", "reason": '))
             and body.endswith(b"}") and b"\0" not in body)
+# Per process: an open descriptor of each result directory, and the directories
+# where unnamed files cannot be linked (they fall back to a rename).
+_DIRECTORIES: dict[str, int] = {}
+_NO_TMPFILE: set[str] = set()
+
+
+def _directory(path: str) -> int:
+    descriptor = _DIRECTORIES.get(path)
+    if descriptor is None:
+        descriptor = _DIRECTORIES[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    return descriptor
 
 
 def sync_directory(path) -> None:

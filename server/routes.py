@@ -81,6 +81,10 @@ async def get_results(request: web.Request) -> web.Response:
     except validation.BadRequest as exc:
         return error(400, str(exc))
     state = service.status.state(job_id)
+    if state == status.RUNNING and "wait" not in request.query:
+        # A poll without ?wait= (what existing clients send) usually arrives while its
+        # job is in flight: a short grace answers it in this poll, not the next one.
+        wait = request.app[SETTINGS].poll_grace
     if state == status.RUNNING and wait > 0:
         await service.status.wait(job_id, wait)
         state = service.status.state(job_id)

@@ -54,6 +54,23 @@ def test_quick_benchmark_produces_every_number(tmp_path):
 
     ceiling = results["ceiling"]["locust"]
     assert ceiling["jobs"] > 0 and ceiling["rate_per_s"] > 0 and ceiling["failures"] == 0
+    # Server CPU per request and per job, by process, from /proc before and after
+    # each run; efficiency = per trivial GET ÷ per job.
+    roles = {"parent", "manager", "workers", "other"}
+    for row in [ceiling, *results["load"]]:
+        cpu = row["server_cpu_ms"]
+        assert set(cpu) == roles | {"total"}, cpu
+        assert all(cpu[role] >= 0 for role in roles), cpu
+        assert cpu["parent"] > 0 and cpu["total"] > 0, cpu
+        assert abs(cpu["total"] - sum(cpu[role] for role in roles)) < 0.01, cpu
+    for row in results["load"]:
+        # A job is at least two requests, so it cannot cost less than one: a value
+        # at or above 1 means the numerator or the denominator is wrong.
+        assert 0 < row["efficiency"] < 1, row
+        assert row["efficiency"] == round(ceiling["server_cpu_ms"]["total"]
+                                          / row["server_cpu_ms"]["total"], 3)
+    efficiency = [t for t in results["targets"] if "efficiency" in t["target"]]
+    assert len(efficiency) == 2, results["targets"]
     assert "wrk" in results["ceiling"]
 
     for label in ("demo", "big"):

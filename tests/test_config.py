@@ -55,3 +55,14 @@ def test_client_timeout_setting():
     assert load_settings(None, environ={"LESTATS_CLIENT_TIMEOUT": "2.5"}).client_timeout == 2.5
     with pytest.raises(ConfigError):
         load_settings(None, environ={"LESTATS_CLIENT_TIMEOUT": "0"})
+
+
+def test_poll_grace_setting(tmp_path):
+    assert Settings().poll_grace == 0.05
+    config = tmp_path / "c.toml"
+    config.write_text("poll_grace = 0.2\n")
+    assert load_settings(str(config), environ={}).poll_grace == 0.2
+    assert load_settings(str(config), environ={"LESTATS_POLL_GRACE": "0"}).poll_grace == 0.0
+    for bad in ("-0.1", "2", "nan", "soon"):
+        with pytest.raises(ConfigError, match="poll_grace"):
+            load_settings(None, environ={"LESTATS_POLL_GRACE": bad})

@@ -7,7 +7,7 @@
 User classes (pick them by name on the command line, or with --class-picker):
 
 - ExistingClientUser: what existing clients do: POST a job over all nine endpoints,
-  then GET /api/get_results/N every 0.2 s until it is done.
+  then GET /api/get_results/N right away and every 0.2 s until it is done.
 - LongPollUser: the same jobs, collected with GET /api/get_results/N?wait=S.
 - MixedUser: random endpoint (all nine), random question and state; polling
   chosen by --poll (seconds between polls, or "long").
@@ -202,9 +202,11 @@ class _JobUser(FastHttpUser):
         else:
             path, name = f"/api/get_results/{job_id}", RESULTS_NAME
         deadline = start + self._timeout
+        first = True
         while True:
-            if not self._long:
+            if not self._long and not first:
                 gevent.sleep(self._interval)
+            first = False
             with self.client.get(path, name=name, catch_response=True) as response:
                 arrived = time.perf_counter()
                 if response.status_code != 200:
