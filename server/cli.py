@@ -19,7 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
     from server.serve import serve
 
     flags = {"data": args.data, "host": args.host, "port": args.port,
-             "workers": args.workers, "state_dir": args.state_dir}
+             "workers": args.workers, "state_dir": args.state_dir,
+             "frontends": args.frontends}
     try:
         settings = load_settings(args.config, flags)
     except ConfigError as exc:
@@ -82,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 5000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
     serve.add_argument("--state-dir", help="job journal and results (default ./results)")
+    serve.add_argument("--frontends", type=int, help="cluster mode: front-end processes "
+                       "sharing the port (SO_REUSEPORT; default 1)")
     serve.set_defaults(run=_serve)
     client_cli.add_ask_parser(commands)
 

@@ -30,6 +30,7 @@ class Settings:
     shutdown_linger: float = 5.0
     fsync: bool = False          # fsync the journal and every result before "done"
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
+    frontends: int = 1           # cluster mode: front-end processes sharing the port
 
     @property
     def worker_count(self) -> int:
@@ -42,7 +43,7 @@ ENVIRONMENT = {
     "max_queue": "LESTATS_MAX_QUEUE", "max_results": "LESTATS_MAX_RESULTS",
     "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
-    "client_timeout": "LESTATS_CLIENT_TIMEOUT",
+    "client_timeout": "LESTATS_CLIENT_TIMEOUT", "frontends": "LESTATS_FRONTENDS",
 }
 DEFAULT_CONFIG = "config.toml"
 
@@ -110,3 +111,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("setting shutdown_linger must not be negative")
     if not settings.client_timeout > 0:
         raise ConfigError("setting client_timeout must be positive")
+    if settings.frontends < 1:
+        raise ConfigError("setting frontends must be at least 1")
+    if settings.frontends > 1 and settings.port == 0:
+        raise ConfigError("frontends > 1 needs a fixed port (they share it)")

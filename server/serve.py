@@ -32,8 +32,12 @@ class StartupError(Exception):
     """Start-up cannot go on; the message is one line for the operator."""
 
 
-def serve(settings: Settings) -> int:
-    """Run until shut down; the process exit code."""
+def serve(settings: Settings, reuse_port: bool = False) -> int:
+    """Run until shut down; the process exit code. `reuse_port`: listen with
+    SO_REUSEPORT, beside the other front-ends of `--frontends N`."""
+    if settings.frontends > 1:
+        from server.cluster.frontends import supervise
+        return supervise(settings)
     try:
         writer = logsetup.configure(settings.log_file)
     except OSError as exc:
@@ -46,7 +50,7 @@ def serve(settings: Settings) -> int:
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
-        return runner(_serve(settings))
+        return runner(_serve(settings, reuse_port))
     except (DataError, StartupError) as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -56,7 +60,7 @@ def serve(settings: Settings) -> int:
         writer.stop()
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, reuse_port: bool) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
     service = JobService(settings.state_dir, max_queue=settings.max_queue,
@@ -102,7 +106,8 @@ async def _serve(settings: Settings) -> int:
                                keepalive_timeout=settings.client_timeout)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.host, settings.port, backlog=2048)
+        site = web.TCPSite(runner, settings.host, settings.port, backlog=2048,
+                           reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as exc:
