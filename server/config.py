@@ -30,6 +30,8 @@ class Settings:
     shutdown_linger: float = 5.0
     fsync: bool = False          # fsync the journal and every result before "done"
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
+    broker: str = ""             # redis://HOST:PORT/DB: cluster mode (docs/cluster.md)
+    claim_timeout: float = 10.0  # cluster: seconds before a silent worker's jobs are taken
     frontends: int = 1           # cluster mode: front-end processes sharing the port
 
     @property
@@ -43,7 +45,8 @@ ENVIRONMENT = {
     "max_queue": "LESTATS_MAX_QUEUE", "max_results": "LESTATS_MAX_RESULTS",
     "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
-    "client_timeout": "LESTATS_CLIENT_TIMEOUT", "frontends": "LESTATS_FRONTENDS",
+    "client_timeout": "LESTATS_CLIENT_TIMEOUT", "broker": "LESTATS_BROKER",
+    "claim_timeout": "LESTATS_CLAIM_TIMEOUT", "frontends": "LESTATS_FRONTENDS",
 }
 DEFAULT_CONFIG = "config.toml"
 
@@ -111,7 +114,14 @@ def _check(settings: Settings) -> None:
         raise ConfigError("setting shutdown_linger must not be negative")
     if not settings.client_timeout > 0:
         raise ConfigError("setting client_timeout must be positive")
+    if not settings.claim_timeout > 0:
+        raise ConfigError("setting claim_timeout must be positive")
+    if settings.broker and not settings.broker.startswith(("redis://", "unix://")):
+        raise ConfigError(f"broker {settings.broker!r} is not a redis:// or unix:// URL")
     if settings.frontends < 1:
         raise ConfigError("setting frontends must be at least 1")
     if settings.frontends > 1 and settings.port == 0:
         raise ConfigError("frontends > 1 needs a fixed port (they share it)")
+    if settings.frontends > 1 and not settings.broker:
+        raise ConfigError("frontends > 1 needs the cluster mode (broker): the "
+                          "front-ends share their jobs through it")

@@ -18,7 +18,7 @@ from compute.messages import Job, Outcome, job_key
 from server import logsetup
 from server.journal import JobJournal
 from server.results import ResultStore
-from server.status import StatusTable
+from server.status import DONE, ERROR, EVICTED, RUNNING, StatusTable
 
 log = logsetup.get("jobs")
 
@@ -29,6 +29,10 @@ class QueueFull(Exception):
 
 class ShuttingDown(Exception):
     pass
+
+
+class Unavailable(Exception):
+    """The job store cannot be reached (cluster mode: Redis); the client may retry."""
 
 
 class JobService:
@@ -87,6 +91,36 @@ class JobService:
         for listener in self.listeners:
             listener("submitted", job, True)
         return job
+
+    # -- what the routes call; server.cluster.service.ClusterJobService offers the same
+    async def submit(self, endpoint: str, question: str, state: str | None) -> int:
+        job = self.accept(endpoint, question, state)
+        await self.journal.durable()
+        return job.id
+
+    async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]:
+        """(state, body): the body of a finished job; a running job is waited for up to
+        `wait` seconds first."""
+        state = self.status.state(job_id)
+        if state == RUNNING and wait > 0:
+            await self.status.wait(job_id, wait)
+            state = self.status.state(job_id)
+        if state in (DONE, ERROR):
+            try:
+                return state, await self.result(job_id, state == DONE)
+            except FileNotFoundError:
+                return EVICTED, None  # evicted between the lookup and the read
+        return state, None
+
+    async def listing(self) -> list[dict[str, str]]:
+        return self.status.listing()
+
+    async def num_jobs(self) -> int:
+        return self.status.running_count
+
+    @property
+    def running_count(self) -> int:
+        return self.status.running_count
 
     def on_done(self, finished: list[tuple[Job, Outcome]]) -> None:
         """Event loop: the workers have written these results; publish them."""

@@ -33,7 +33,7 @@ class Metrics:
         self.requests = Counter("lestats_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=r)
         Gauge("lestats_jobs_running", "Jobs queued or running",
-              registry=r).set_function(lambda: service.status.running_count)
+              registry=r).set_function(lambda: service.running_count)
         Gauge("lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown",
               registry=r).set_function(lambda: float(service.accepting))
         Gauge("lestats_worker_deaths", "Worker processes that died and were replaced",

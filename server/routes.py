@@ -17,7 +17,7 @@ from compute.endpoints import ENDPOINTS, Endpoint
 from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error
-from server.jobs import JobService, QueueFull, ShuttingDown
+from server.jobs import JobService, QueueFull, ShuttingDown, Unavailable
 from server.metrics import Metrics
 
 log = logsetup.get("http")
@@ -38,7 +38,7 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     try:
         body = validation.parse_body(await request.read())
         question, state = validation.job_fields(endpoint, body, request.app[DATASET])
-        job = service.accept(endpoint.name, question, state)
+        job_id = await service.submit(endpoint.name, question, state)
     except validation.BadRequest as exc:
         return error(400, str(exc))
     except ShuttingDown:
@@ -46,8 +46,15 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     except QueueFull:
         return error(503, "the job queue is full; retry later",
                      headers={"Retry-After": RETRY_AFTER})
-    await service.journal.durable()
-    return web.json_response({"job_id": job.id})
+    except Unavailable:
+        return unavailable()
+    return web.json_response({"job_id": job_id})
+
+
+def unavailable() -> web.Response:
+    """Cluster mode: Redis cannot be reached; nothing was decided, the client retries."""
+    return error(503, "the job store is unreachable; retry later",
+                 headers={"Retry-After": RETRY_AFTER})
 
 
 async def get_results(request: web.Request) -> web.Response:
@@ -59,19 +66,14 @@ async def get_results(request: web.Request) -> web.Response:
         wait = validation.wait_seconds(request.query.get("wait"), MAX_WAIT)
     except validation.BadRequest as exc:
         return error(400, str(exc))
-    state = service.status.state(job_id)
-    if state == status.RUNNING and wait > 0:
-        await service.status.wait(job_id, wait)
-        state = service.status.state(job_id)
+    try:
+        state, body = await service.lookup(job_id, wait)
+    except Unavailable:
+        return unavailable()
     if state == status.RUNNING:
         return web.json_response({"status": "running"})
-    if state in (status.DONE, status.ERROR):
-        try:
-            body = await service.result(job_id, state == status.DONE)
-        except FileNotFoundError:
-            state = status.EVICTED  # evicted between the lookup and the read
-        else:
-            return web.Response(body=body, content_type="application/json")
+    if body is not None:
+        return web.Response(body=body, content_type="application/json")
     if state == status.EVICTED:
         return error(410, f"job {job_id} finished long ago and its result was "
                           "evicted (README: retention)")
@@ -79,12 +81,19 @@ async def get_results(request: web.Request) -> web.Response:
 
 
 async def jobs(request: web.Request) -> web.Response:
-    return web.json_response({"status": "done",
-                              "data": request.app[SERVICE].status.listing()})
+    try:
+        listing = await request.app[SERVICE].listing()
+    except Unavailable:
+        return unavailable()
+    return web.json_response({"status": "done", "data": listing})
 
 
 async def num_jobs(request: web.Request) -> web.Response:
-    return web.json_response({"num_jobs": request.app[SERVICE].status.running_count})
+    try:
+        count = await request.app[SERVICE].num_jobs()
+    except Unavailable:
+        return unavailable()
+    return web.json_response({"num_jobs": count})
 
 
 def admin_refusal(request: web.Request) -> web.Response | None:

@@ -63,8 +63,13 @@ def serve(settings: Settings, reuse_port: bool = False) -> int:
 async def _serve(settings: Settings, reuse_port: bool) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
-    service = JobService(settings.state_dir, max_queue=settings.max_queue,
-                         retain=settings.max_results, fsync=settings.fsync)
+    if settings.broker:  # cluster mode (docs/cluster.md); Redis is imported only here
+        from server.cluster.service import ClusterJobService
+        service = ClusterJobService(settings.broker, max_queue=settings.max_queue,
+                                    retain=settings.max_results)
+    else:
+        service = JobService(settings.state_dir, max_queue=settings.max_queue,
+                             retain=settings.max_results, fsync=settings.fsync)
     # From the first moment: a signal during start-up shuts down gracefully once up.
     _on_signals(loop, service)
     _raise_file_limit()
@@ -85,17 +90,23 @@ async def _serve(settings: Settings, reuse_port: bool) -> int:
         stack.callback(shared.release)
         dataset = shared.dataset  # the parent, too, reads the one shared copy
         release_memory()
-        stack.callback(service.close)
-        unfinished = service.open()
-        pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
-                         service.on_done)
-        pool.start()
-        stack.push_async_callback(pool.stop)
-        service.start(pool, unfinished)
+        if settings.broker:
+            from server.cluster.service import start
+            await start(service, shared, settings, stack)
+            workers = settings.workers  # 0: a pure front-end
+        else:
+            stack.callback(service.close)
+            unfinished = service.open()
+            workers = settings.worker_count
+            pool = LocalPool(shared.handle, workers, service.results.files,
+                             service.on_done)
+            pool.start()
+            stack.push_async_callback(pool.stop)
+            service.start(pool, unfinished)
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
                 "rows_ignored": dataset.rows_ignored, "questions": dataset.questions,
-                "states": dataset.locations, "workers": settings.worker_count,
+                "states": dataset.locations, "workers": workers,
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)
@@ -115,7 +126,7 @@ async def _serve(settings: Settings, reuse_port: bool) -> int:
                                f"({exc.strerror or exc})") from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
-                 settings.host, settings.port, settings.worker_count,
+                 settings.host, settings.port, workers,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
         await service.shutdown_requested.wait()
         await service.wait_drained()
