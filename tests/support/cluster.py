@@ -173,4 +173,7 @@ def start_haproxy(directory: Path, backends: list[int], timeout: float = 15.0) -
     # -db: stay in the foreground, logs on stdout (as under systemd).
     started = _spawn(f"haproxy-{port}", [binary, "-db", "-f", str(config)], directory)
     _wait_port(started, port, timeout)
+    deadline = time.monotonic() + timeout
+    while not socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the runtime API socket may come up just after the port
     return HAProxy(started.name, started.process, started.output, port, socket_path)
