@@ -62,4 +62,5 @@ bench-cluster: $(VENV)/.dev system-packages
 	$(BIN)/python -m tests.load.cluster_bench
 
 clean:
-	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json
+	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json \
+		cluster-bench-results.json
