@@ -77,12 +77,12 @@ class Load:
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
                          for i in range(clients)]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self
 
-    def join(self) -> "Load":
+    def join(self) -> Load:
         for thread in self._threads:
             thread.join(max(1.0, self._deadline - time.monotonic() + 10))
         return self

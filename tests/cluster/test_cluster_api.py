@@ -4,10 +4,10 @@ from __future__ import annotations
 from compute.endpoints import ENDPOINTS
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.cluster.conftest import wait_all_done
+from tests.conftest import tricky_rows
 from tests.reference import Reference, assert_close
 from tests.support.cluster import start_frontend, start_worker_node
 from tests.support.fixtures import write_rows
-from tests.conftest import tricky_rows
 from tests.support.live import shm_segments
 
 

@@ -22,8 +22,8 @@ from tests.support.live import ROOT, LiveServer, free_port, shm_segments, start_
 
 REDIS_SERVER = "/usr/bin/redis-server"
 CLAIM_TIMEOUT = "1.5"   # seconds: fault tests wait for takeovers, keep them short
-NODES: list["WorkerNode"] = []      # every worker node a test started
-REDISES: list["RedisServer"] = []   # every redis-server a test started
+NODES: list[WorkerNode] = []      # every worker node a test started
+REDISES: list[RedisServer] = []   # every redis-server a test started
 
 
 def require_redis_server() -> str:
@@ -50,8 +50,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> None:
-        log = open(self.dir / "redis.out", "ab")
-        with log:
+        with open(self.dir / "redis.out", "ab") as log:
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                  "--dir", str(self.dir), "--appendonly", "yes",
