@@ -29,15 +29,17 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-# Debian packages the tests start as real processes, each installed only when it is
-# absent: Chromium (tests/browser/), redis-server and HAProxy (tests/cluster/).
-SYSTEM_PACKAGES := chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server \
-	haproxy:/usr/sbin/haproxy
+# System packages the tests need, installed only when absent: Debian's Chromium for
+# tests/browser/, redis-server (and HAProxy) for tests/cluster/.
 system-packages:
-	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
-		test -x "$${entry#*:}" || missing="$$missing $${entry%%:*}"; done; \
+	@missing=""; \
+	for pair in chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server \
+	            haproxy:/usr/sbin/haproxy; do \
+	    test -x "$${pair#*:}" || missing="$$missing $${pair%%:*}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-		apt-get update && apt-get install -y --no-install-recommends $$missing; fi
+	    apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 run: $(VENV)/.runtime $(WEB_STAMP)
 	$(BIN)/lestats serve

@@ -1,6 +1,6 @@
 """`lestats serve --broker … --frontends N`: N front-end processes on one port under
 one supervising parent, all real processes (redis-server from deploy/redis.conf,
-`python -m server serve`) on loopback."""
+`python -m server serve`) on loopback; `broker` is tests/cluster/conftest.py's."""
 from __future__ import annotations
 
 import json
@@ -13,16 +13,8 @@ import pytest
 from compute import stats
 from compute.dataset import load_csv
 from server.cli import main
-from tests.support.cluster import start_redis
 from tests.support.live import free_port, shm_segments, start_server
 from tests.support.load import alive, children, wait_until
-
-
-@pytest.fixture
-def redis(tmp_path):
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.stop()
 
 
 def front_end_pids(server, tries: int = 400) -> dict[int, dict]:
@@ -50,8 +42,8 @@ def _is_front_end(pid: int) -> bool:
         return False
 
 
-def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, redis, demo_csv):
-    server = start_server(tmp_path, "--broker", redis.url, "--frontends", "2",
+def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker, demo_csv):
+    server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
                           data=demo_csv, workers=1)
     infos = front_end_pids(server)
     assert len(infos) == 2, infos
@@ -83,8 +75,8 @@ def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, redis,
     assert "all front-ends stopped; exit 0" in server.text()
 
 
-def test_graceful_shutdown_of_one_front_end_stops_them_all(tmp_path, redis, demo_csv):
-    server = start_server(tmp_path, "--broker", redis.url, "--frontends", "2",
+def test_graceful_shutdown_of_one_front_end_stops_them_all(tmp_path, broker, demo_csv):
+    server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
                           data=demo_csv, workers=0)
     infos = front_end_pids(server)
     assert len(infos) == 2, infos
@@ -96,14 +88,14 @@ def test_graceful_shutdown_of_one_front_end_stops_them_all(tmp_path, redis, demo
     assert not any(alive(pid) for pid in infos)
 
 
-def test_a_front_end_that_cannot_start_stops_the_supervisor(tmp_path, redis, demo_csv):
+def test_a_front_end_that_cannot_start_stops_the_supervisor(tmp_path, broker, demo_csv):
     """The port is taken by a socket without SO_REUSEPORT: each front-end refuses to
     start (exit 2); restarting would refuse again, so the parent exits 2, no loop."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = start_server(tmp_path, "--broker", redis.url, "--frontends", "2",
+        server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
                               data=demo_csv, workers=0, port=port, wait_ready=False)
         server.process.wait(60)
     assert server.process.returncode == 2, server.text()

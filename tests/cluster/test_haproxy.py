@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -25,8 +24,12 @@ from client import Client
 from compute import stats
 from compute.dataset import load_csv
 from compute.endpoints import ENDPOINTS
-from tests.support.cluster import start_haproxy, start_redis, start_worker_node
-from tests.support.live import start_server
+from tests.support.cluster import (
+    start_frontend,
+    start_haproxy,
+    start_redis,
+    start_worker_node,
+)
 from tests.support.load import ClientLoad, JobMix, http, wait_until
 
 STATES = ("Ohio", "Guam", "National", "Wyoming")
@@ -36,26 +39,25 @@ STATES = ("Ohio", "Guam", "National", "Wyoming")
 def deployment(tmp_path_factory, demo_csv):
     root = tmp_path_factory.mktemp("haproxy")
     redis = start_redis(root / "redis")
-    started = [redis]
+    started = []
     try:
         # The default linger (5 s) stays: a front-end that was told to stop keeps
         # answering until the balancer's health checks (1 s apart, 2 failures) have
         # taken it out of rotation (deploy/README.md "Draining").
-        fronts = []
-        for name in ("a", "b"):
-            (root / name).mkdir()
-            fronts.append(start_server(root / name, "--broker", redis.url, data=demo_csv,
-                                       workers=0, env={"LESTATS_SHUTDOWN_LINGER": "5"}))
-            started.append(fronts[-1])
-        started.append(start_worker_node(root / "worker", redis.url, demo_csv, workers=2))
+        fronts = [start_frontend(root, name, redis, demo_csv,
+                                 env={"LESTATS_SHUTDOWN_LINGER": "5"}) for name in "ab"]
+        started += fronts
+        node = start_worker_node(root, "worker", redis, demo_csv, workers=2)
+        started.append(node)
         balancer = start_haproxy(root / "haproxy", [f.port for f in fronts])
         started.append(balancer)
         assert wait_until(lambda: servers_up(balancer) == {"fe1", "fe2"}, 20), \
             balancer.command("show servers state lestats")
-        yield balancer, *fronts, started[-2], load_csv(demo_csv), demo_csv
+        yield balancer, *fronts, node, load_csv(demo_csv), demo_csv
     finally:
-        for process in reversed(started):  # the balancer first, Redis last
+        for process in reversed(started):  # the balancer first
             process.stop()
+        redis.kill()
 
 
 def servers_up(balancer) -> set[str]:
@@ -134,7 +136,7 @@ def test_a_long_poll_of_the_full_30_seconds_passes_through(deployment):
     and the next long poll gets the answer once the node runs again."""
     balancer, _, _, node, dataset, _ = deployment
     question = dataset.questions[0]
-    os.killpg(node.pid, signal.SIGSTOP)
+    node.signal_all(signal.SIGSTOP)
     try:
         status, answer, _ = http(f"{balancer.url}/api/global_mean", "POST",
                                  {"question": question})
@@ -147,7 +149,7 @@ def test_a_long_poll_of_the_full_30_seconds_passes_through(deployment):
         # Not a speed check: it shows the request really waited behind the balancer.
         assert waited >= 29, f"the long poll came back after {waited:.1f} s"
     finally:
-        os.killpg(node.pid, signal.SIGCONT)
+        node.signal_all(signal.SIGCONT)
     status, result, _ = http(f"{balancer.url}/api/get_results/{answer['job_id']}?wait=30",
                              timeout=60)
     assert status == 200 and result["status"] == "done", result

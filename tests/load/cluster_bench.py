@@ -118,20 +118,20 @@ def run_cluster(data: Path, plan: bench.Plan, frontends: int, workdir: Path) -> 
     broker = start_redis(here / "redis")
     node = server = None
     try:
-        node = start_worker_node(here / "node", broker.url, data, workers=plan.workers)
+        node = start_worker_node(here, "node", broker, data, workers=plan.workers)
         server = ClusterFrontEnds(data, 0, here / "front", broker=broker.url,
                                   frontends=frontends).start()
         server.wait_all()
         warm_up(server.url, server.info["questions"])
-        components = {"front-end": bench.descendants(server.pid), "redis": [broker.pid],
+        components = {"front-end": bench.descendants(server.pid), "redis": [broker.process.pid],
                       "worker": bench.descendants(node.pid)}
         row = bench.run_locust(server, "MixedUser", plan.users[0], plan,
                                here / "locust", poll="long", groups=readers(components))
         memory = redis_client.Redis.from_url(broker.url).info("memory")
         row["redis_used_memory_mb"] = round(memory["used_memory"] / bench.MB, 2)
     finally:
-        codes = [server.stop() if server else None, node.stop() if node else None,
-                 broker.stop()]
+        codes = [server.stop() if server else None, node.stop() if node else None]
+        broker.kill()
     return {"mode": "cluster", "frontends": frontends, **row, "exit_codes": codes}
 
 

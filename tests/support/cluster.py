@@ -1,10 +1,10 @@
-"""Real processes of a cluster deployment on loopback: redis-server started from
-deploy/redis.conf, a worker node (`python -m server worker`), and HAProxy started
-from deploy/haproxy.cfg. Each binds 127.0.0.1 on a free port, keeps its files in the
-caller's directory and is stopped by its stop(); a missing binary fails loudly.
-The front-ends themselves are tests.support.live.start_server with `--broker`."""
+"""Real cluster processes for tests: a redis-server on a free loopback port with its
+own directory and `appendonly yes`, front-ends (tests.support.live.start_server with
+--broker) and worker nodes (`python -m server worker`), each in its own directory;
+HAProxy started from deploy/haproxy.cfg with only its addresses replaced."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -16,25 +16,97 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.live import ROOT, free_port
+import redis
 
+from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
+from compute.shared import SHM_DIR
+from tests.support.live import ROOT, LiveServer, free_port, shm_segments, start_server
+
+REDIS_SERVER = "/usr/bin/redis-server"
+HAPROXY = "/usr/sbin/haproxy"
 DEPLOY = ROOT / "deploy"
+CLAIM_TIMEOUT = "1.5"   # seconds: fault tests wait for takeovers, keep them short
+NODES: list[WorkerNode] = []      # every worker node a test started
+REDISES: list[RedisServer] = []   # every redis-server a test started
 
 
-def require(binary: str) -> str:
-    """The path of a system binary the test needs; a clear failure if it is absent
-    (`make test` installs it: the `system-packages` target)."""
-    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
+def require_redis_server() -> str:
+    """The fault tests need the real server; its absence is a failure, not a skip
+    (`make test` installs it: Makefile, target system-packages)."""
+    path = shutil.which("redis-server") or (REDIS_SERVER if os.path.exists(REDIS_SERVER)
+                                            else None)
     if path is None:
-        raise AssertionError(f"{binary} is not installed; `make system-packages` (or "
-                             f"apt-get install {binary}) installs it")
+        raise AssertionError("redis-server is not installed: the cluster tests need it "
+                             "(apt-get install -y --no-install-recommends redis-server, "
+                             "or `make system-packages`)")
     return path
 
 
 @dataclass
-class Process:
-    """A started process, its output file, and a stop that always reaps it."""
-    name: str
+class RedisServer:
+    binary: str
+    dir: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        with open(self.dir / "redis.out", "ab") as log:
+            self.process = subprocess.Popen(
+                # deploy/redis.conf, the operator's file, with these flags over it.
+                [self.binary, str(DEPLOY / "redis.conf"), "--supervised", "no",
+                 "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", str(self.dir), "--appendonly", "yes",
+                 "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
+                 "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError("redis-server exited:\n"
+                                     + (self.dir / "redis.out").read_text())
+            try:
+                if self.client().ping():
+                    return
+            except redis.exceptions.RedisError:  # BusyLoadingError while reading the AOF
+                time.sleep(0.05)
+        raise AssertionError(f"redis-server not ready within {timeout} s")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def used_memory(self) -> int:
+        return int(self.client().info("memory")["used_memory"])
+
+
+def start_redis(directory: Path) -> RedisServer:
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(require_redis_server(), directory, free_port())
+    REDISES.append(server)
+    server.start()
+    return server
+
+
+def start_frontend(tmp_path: Path, name: str, broker: RedisServer, data: Path,
+                   workers: int = 0, env: dict | None = None, **options) -> LiveServer:
+    """A front-end in its own directory; `options` go to start_server."""
+    directory = tmp_path / name
+    directory.mkdir(exist_ok=True)
+    return start_server(directory, "--broker", broker.url, data=data, workers=workers,
+                        env={"LESTATS_CLAIM_TIMEOUT": CLAIM_TIMEOUT, **(env or {})},
+                        **options)
+
+
+@dataclass
+class WorkerNode:
     process: subprocess.Popen
     output: Path
 
@@ -43,79 +115,83 @@ class Process:
         return self.process.pid
 
     def text(self) -> str:
-        return self.output.read_text(errors="replace")
+        return self.output.read_text()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def signal_all(self, sig: int) -> None:
+        """The node and its worker processes (it leads its own process group)."""
+        os.killpg(self.pid, sig)
+
+    def kill_all(self) -> None:
+        """kill -9 of the whole node; its shared memory then has no owner left (the next
+        start reclaims such segments; the test removes them at once)."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            self.signal_all(signal.SIGKILL)
+            self.process.wait(10)
+        for segment in shm_segments(self.pid):
+            os.unlink(os.path.join(SHM_DIR, segment))
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-                raise AssertionError(f"{self.name} did not stop within {timeout:g} s:\n"
+                self.kill_all()
+                raise AssertionError(f"worker node did not stop within {timeout} s:\n"
                                      + self.text()) from None
         return self.process.returncode
 
 
-def _spawn(name: str, command: list[str], directory: Path, env: dict | None = None) -> Process:
-    output = directory / f"{name}.out"
-    with open(output, "wb") as sink:
-        # Its own session: a stop of the whole tree (os.killpg) reaches its children.
-        process = subprocess.Popen(command, cwd=directory, env=env, stdout=sink,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
-    return Process(name, process, output)
-
-
-def _wait_port(started: Process, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if started.process.poll() is not None:
-            raise AssertionError(f"{started.name} exited with {started.process.returncode}:"
-                                 f"\n{started.text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    started.stop(signal.SIGKILL)
-    raise AssertionError(f"{started.name} not listening within {timeout:g} s:\n"
-                         + started.text())
-
-
-@dataclass
-class Redis(Process):
-    port: int = 0
-    directory: Path = Path()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-def start_redis(directory: Path, port: int | None = None, timeout: float = 15.0) -> Redis:
-    """redis-server with deploy/redis.conf (appendonly yes), its data in `directory`;
-    started again on the same directory and port, it replays what it had."""
-    binary = require("redis-server")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    started = _spawn(f"redis-{port}", [
-        binary, str(DEPLOY / "redis.conf"), "--port", str(port), "--bind", "127.0.0.1",
-        "--dir", str(directory), "--supervised", "no"], directory)
-    _wait_port(started, port, timeout)
-    return Redis(started.name, started.process, started.output, port, directory)
-
-
-def start_worker_node(directory: Path, broker: str, data: Path, workers: int = 2,
-                      env: dict | None = None) -> Process:
-    """`python -m server worker`: a worker node of the cluster (no HTTP)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "server", "worker", "--broker", broker,
+def start_worker_node(tmp_path: Path, name: str, broker: RedisServer, data: Path,
+                      workers: int = 1, ready_timeout: float = 30.0,
+                      wait_ready: bool = True) -> WorkerNode:
+    directory = tmp_path / name
+    directory.mkdir(exist_ok=True)
+    output = directory / "node.out"
+    command = [sys.executable, "-m", "server", "worker", "--broker", broker.url,
                "--data", str(data), "--workers", str(workers)]
     environment = {**os.environ, "PYTHONPATH": str(ROOT),
-                   "LESTATS_LOG_FILE": str(directory / "worker.log"), **(env or {})}
-    return _spawn(f"worker-{time.monotonic_ns()}", command, directory, environment)
+                   "LESTATS_LOG_FILE": str(directory / "node.log"),
+                   "LESTATS_CLAIM_TIMEOUT": CLAIM_TIMEOUT}
+    with open(output, "wb") as sink:
+        process = subprocess.Popen(command, cwd=directory, env=environment, stdout=sink,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    node = WorkerNode(process, output)
+    NODES.append(node)
+    deadline = time.monotonic() + ready_timeout
+    while wait_ready and "worker node ready" not in node.text():
+        if process.poll() is not None:
+            raise AssertionError(f"worker node exited with {process.returncode}:\n"
+                                 + node.text())
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker node not ready within {ready_timeout} s:\n"
+                                 + node.text())
+        time.sleep(0.05)
+    return node
+
+
+def job_mix(states: list[str]):
+    """An endless, varied stream of (endpoint, body) over all nine statistics."""
+    questions = [LOWER_IS_BETTER[0], LOWER_IS_BETTER[1], HIGHER_IS_BETTER[0],
+                 HIGHER_IS_BETTER[2]]
+    combos = []
+    for endpoint, spec in ENDPOINTS.items():
+        for question in questions:
+            for state in (states if spec.needs_state else [None]):
+                combos.append((endpoint, {"question": question}
+                               | ({"state": state} if state else {})))
+    return itertools.cycle(combos)
+
+
+def require_haproxy() -> str:
+    """The balancer test needs the real HAProxy; its absence is a failure, not a skip
+    (`make test` installs it: Makefile, target system-packages)."""
+    path = shutil.which("haproxy") or (HAPROXY if os.path.exists(HAPROXY) else None)
+    if path is None:
+        raise AssertionError("haproxy is not installed: tests/cluster/test_haproxy.py "
+                             "needs it (apt-get install -y --no-install-recommends "
+                             "haproxy, or `make system-packages`)")
+    return path
 
 
 # The lines of deploy/haproxy.cfg that name addresses: the test replaces exactly these.
@@ -140,13 +216,18 @@ def haproxy_config(port: int, backends: list[int], socket_path: Path) -> str:
 
 
 @dataclass
-class HAProxy(Process):
-    port: int = 0
-    socket_path: Path = Path()
+class HAProxy:
+    process: subprocess.Popen
+    output: Path
+    port: int
+    socket_path: Path
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
 
     def command(self, line: str) -> str:
         """One command on HAProxy's runtime API (the stats socket)."""
@@ -159,21 +240,50 @@ class HAProxy(Process):
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGUSR1: HAProxy's soft stop (finish the requests it has, then exit)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
 
 def start_haproxy(directory: Path, backends: list[int], timeout: float = 15.0) -> HAProxy:
-    binary = require("haproxy")
+    """HAProxy in the foreground (-db, logs on stdout as under systemd) from
+    deploy/haproxy.cfg, checked with `haproxy -c` first; ready once it listens and its
+    runtime API socket exists."""
+    binary = require_haproxy()
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     socket_path = directory / "haproxy.sock"
     config = directory / "haproxy.cfg"
     config.write_text(haproxy_config(port, backends, socket_path))
-    checked = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, check=False,
-                             text=True, timeout=30)
+    checked = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True,
+                             check=False, text=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    # -db: stay in the foreground, logs on stdout (as under systemd).
-    started = _spawn(f"haproxy-{port}", [binary, "-db", "-f", str(config)], directory)
-    _wait_port(started, port, timeout)
+    output = directory / "haproxy.out"
+    with open(output, "wb") as sink:
+        process = subprocess.Popen([binary, "-db", "-f", str(config)], cwd=directory,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    balancer = HAProxy(process, output, port, socket_path)
     deadline = time.monotonic() + timeout
-    while not socket_path.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the runtime API socket may come up just after the port
-    return HAProxy(started.name, started.process, started.output, port, socket_path)
+    while not socket_path.exists() or not _listening(port):
+        if process.poll() is not None:
+            raise AssertionError(f"haproxy exited with {process.returncode}:\n"
+                                 + balancer.text())
+        if time.monotonic() > deadline:
+            balancer.stop()
+            raise AssertionError(f"haproxy not ready within {timeout} s:\n" + balancer.text())
+        time.sleep(0.05)
+    return balancer
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
