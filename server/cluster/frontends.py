@@ -49,15 +49,15 @@ def front_end_settings(settings: Settings, slot: int) -> Settings:
                    log_file=str(log.with_name(f"{log.stem}-{slot}{log.suffix}")))
 
 
-def _front_end(settings: Settings) -> None:
-    """Body of a front-end process."""
+def _front_end(settings: Settings, parent: int) -> None:
+    """Body of a front-end process; `parent` is the supervisor's pid."""
     os.setsid()  # a terminal's Ctrl-C reaches the parent only, which passes it on once
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass  # not Linux: the parent's own signal handling still stops it
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         sys.exit(1)
     from server.serve import serve
     sys.exit(serve(settings, reuse_port=True))
@@ -89,7 +89,8 @@ class Supervisor:
 
     def _start(self, slot: int) -> None:
         process = self.context.Process(target=self.target, name=f"lestats-frontend-{slot}",
-                                       args=(front_end_settings(self.settings, slot),))
+                                       args=(front_end_settings(self.settings, slot),
+                                             os.getpid()))
         process.start()
         self.running[slot] = process
 
