@@ -32,6 +32,7 @@ log = logging.getLogger("lestats.node")
 
 MAX_ATTEMPTS = 3
 MAX_BATCH = 64
+FORGET_AFTER = 10          # claim timeouts without a read: a consumer that is gone
 BLOCK_MS = 500             # a blocked read returns this often to look at the stop flag
 RECONNECT_PAUSE = (0.1, 2.0)  # first and longest pause between attempts to reach Redis
 
@@ -68,7 +69,12 @@ class Consumer:
         return [entry for _, entries in reply or () for entry in _jobs(entries)]
 
     def reap(self) -> tuple[list[tuple[str, Job]], int]:
-        """Take over what silent consumers hold: (entries to run, entries abandoned)."""
+        """Take over what silent consumers hold: (entries to run, entries abandoned).
+        Consumers that hold nothing and have not read for a long time (processes that
+        are gone) are removed, so the group does not grow with every restart."""
+        for consumer in self.redis.xinfo_consumers(self.stream, broker.GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > FORGET_AFTER * self.claim_ms:
+                self.redis.xgroup_delconsumer(self.stream, broker.GROUP, consumer["name"])
         idle = self.redis.xpending_range(self.stream, broker.GROUP, min="-", max="+",
                                          count=MAX_BATCH, idle=self.claim_ms)
         if not idle:
