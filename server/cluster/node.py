@@ -15,6 +15,7 @@ and acknowledge the batch it holds, then exit.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -23,15 +24,19 @@ import socket
 import sys
 import time
 
+from redis.exceptions import RedisError, ResponseError
+
 from compute.messages import Job, Outcome
 from compute.shared import SharedDataset, SharedHandle
+from server import logsetup
 from server.cluster import broker
 from server.pool import worker
 
-log = logging.getLogger("lestats.node")
+log = logsetup.get("node")
 
 MAX_ATTEMPTS = 3
 MAX_BATCH = 64
+FORGET_AFTER = 10          # claim timeouts without a read: a consumer that is gone
 BLOCK_MS = 500             # a blocked read returns this often to look at the stop flag
 RECONNECT_PAUSE = (0.1, 2.0)  # first and longest pause between attempts to reach Redis
 
@@ -52,15 +57,15 @@ class Consumer:
     def ensure_group(self) -> None:
         try:
             self.redis.xgroup_create(self.stream, broker.GROUP, id="0", mkstream=True)
-        except Exception as exc:  # redis.ResponseError; BUSYGROUP = it exists already
-            if "BUSYGROUP" not in str(exc):
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):  # BUSYGROUP: it exists already
                 raise
 
     def read(self) -> list[tuple[str, Job]]:
         try:
             reply = self.redis.xreadgroup(broker.GROUP, self.name, {self.stream: ">"},
                                           count=MAX_BATCH, block=BLOCK_MS)
-        except Exception as exc:
+        except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             self.ensure_group()  # Redis lost its data (no AOF): start the group again
@@ -68,7 +73,12 @@ class Consumer:
         return [entry for _, entries in reply or () for entry in _jobs(entries)]
 
     def reap(self) -> tuple[list[tuple[str, Job]], int]:
-        """Take over what silent consumers hold: (entries to run, entries abandoned)."""
+        """Take over what silent consumers hold: (entries to run, entries abandoned).
+        Consumers that hold nothing and have not read for a long time (processes that
+        are gone) are removed, so the group does not grow with every restart."""
+        for consumer in self.redis.xinfo_consumers(self.stream, broker.GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > FORGET_AFTER * self.claim_ms:
+                self.redis.xgroup_delconsumer(self.stream, broker.GROUP, consumer["name"])
         idle = self.redis.xpending_range(self.stream, broker.GROUP, min="-", max="+",
                                          count=MAX_BATCH, idle=self.claim_ms)
         if not idle:
@@ -111,8 +121,10 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
     """Entry point of a worker process. The node's parent decides when it stops (the
     `stop` event); signals sent to the whole process group are ignored here."""
     worker.quiet_child()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format=f"%(asctime)s %(levelname)s node-{index} %(message)s")
+    handler = logging.StreamHandler(sys.stderr)  # the node's output, next to its own
+    handler.setFormatter(logsetup.FORMATTER)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     runner = worker.JobRunner(SharedDataset.attach(handle))
     consumer = Consumer(url, fingerprint, f"{socket.gethostname()}-{os.getpid()}",
                         claim_timeout, max_results)
@@ -144,30 +156,18 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
                 consumer.finish(*held)
                 held = []
             pause = RECONNECT_PAUSE[0]
-        except Exception as exc:  # Redis unreachable or restarting: wait, try again
-            if not _is_redis_error(exc):
-                raise
+        except (RedisError, OSError) as exc:  # unreachable or restarting: wait, try again
             log.warning("redis unavailable (%s); retrying in %.1f s", exc, pause)
             stop.wait(pause)
             pause = min(pause * 2, RECONNECT_PAUSE[1])
-            try:
+            with contextlib.suppress(RedisError, OSError):
                 consumer.ensure_group()
-            except Exception as again:
-                if not _is_redis_error(again):
-                    raise
     if held:  # stopping with an answered batch Redis has not taken: one last attempt
         try:
             consumer.finish(*held)
-        except Exception as exc:
-            if not _is_redis_error(exc):
-                raise
+        except (RedisError, OSError):
             log.warning("stopping before redis took the last batch; another worker "
                         "will run it after claim_timeout")
-
-
-def _is_redis_error(exc: BaseException) -> bool:
-    from redis.exceptions import RedisError
-    return isinstance(exc, (RedisError, OSError))
 
 
 class NodePool:
@@ -228,54 +228,52 @@ def run(settings) -> int:
     """`lestats worker`: load the data, share it, run the processes until SIGTERM."""
     from compute.dataset import DataError, fingerprint, load_csv, release_memory
     from compute.shared import reclaim_stale_segments
-    from server import datasource, logsetup
+    from server import datasource
 
     writer = logsetup.configure(settings.log_file)
-    node_log = logsetup.get("node")
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     try:
         for name in reclaim_stale_segments():
-            node_log.warning("removed shared memory %s left by a process that no longer "
+            log.warning("removed shared memory %s left by a process that no longer "
                              "runs", name)
         try:
             path = datasource.resolve(settings.data)
             shared = SharedDataset.create(load_csv(path))
         except DataError as exc:
-            node_log.error("cannot start: %s", exc)
+            log.error("cannot start: %s", exc)
             return 2
         try:
             release_memory()
             mark = fingerprint(shared.dataset)
             try:
-                recorded = broker.register_cluster(broker.sync_client(settings.broker), mark)
-            except Exception as exc:
-                if not _is_redis_error(exc):
-                    raise
-                node_log.error("cannot start: redis at %s is unreachable (%s)",
+                with broker.sync_client(settings.broker) as client:
+                    recorded = broker.register_cluster(client, mark)
+            except (RedisError, OSError) as exc:
+                log.error("cannot start: redis at %s is unreachable (%s)",
                                broker.describe(settings.broker), exc)
                 return 2
             if recorded.decode() != mark:
-                node_log.error("cannot start: the data in %s (fingerprint %s) differs from "
+                log.error("cannot start: the data in %s (fingerprint %s) differs from "
                                "the cluster's (%s); this node would answer on other data",
                                path, mark, recorded.decode())
                 return 2
             pool = NodePool(shared.handle, settings.worker_count, settings.broker, mark,
                             settings.claim_timeout, settings.max_results)
             pool.start()
-            node_log.info("worker node ready: %d processes on %s (fingerprint %s), "
+            log.info("worker node ready: %d processes on %s (fingerprint %s), "
                           "broker %s", settings.worker_count, path, mark,
                           broker.describe(settings.broker), extra=logsetup.CONSOLE)
             while not stopping:
                 time.sleep(0.2)
                 pool.replace_dead()
-            node_log.info("stopping: each process finishes its batch",
+            log.info("stopping: each process finishes its batch",
                           extra=logsetup.CONSOLE)
             pool.stop_blocking()
         finally:
             shared.release()
-        node_log.info("stopped cleanly", extra=logsetup.CONSOLE)
+        log.info("stopped cleanly", extra=logsetup.CONSOLE)
         return 0
     finally:
         writer.stop()

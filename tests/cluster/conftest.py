@@ -1,16 +1,11 @@
 from __future__ import annotations
 
-import json
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from compute.dataset import load_csv
-from compute.stats import answer
 from tests.support.cluster import NODES, REDISES, start_redis
+from tests.support.load import ClientLoad, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -32,18 +27,6 @@ def broker(tmp_path):
     return start_redis(tmp_path / "redis")
 
 
-@pytest.fixture(scope="session")
-def expected(demo_csv):
-    """The embedded mode's answer body for a job, from compute/ on the same data."""
-    dataset = load_csv(demo_csv)
-
-    def body(endpoint: str, fields: dict) -> dict:
-        data = answer(dataset, endpoint, fields["question"], fields.get("state"))
-        return json.loads(b'{"status": "done", "data": ' + data + b"}")
-
-    return body
-
-
 def wait_all_done(server, ids, timeout: float = 60.0) -> dict[int, dict]:
     """Long-poll every id on `server` until it is no longer running; its answers."""
     results, deadline = {}, time.monotonic() + timeout
@@ -61,76 +44,20 @@ def wait_all_done(server, ids, timeout: float = 60.0) -> dict[int, dict]:
     return results
 
 
-class Load:
-    """Clients POSTing a mix of jobs from threads, round robin over front-ends, until
-    `count` are acknowledged or `seconds` pass. Keeps what each acknowledged id asked,
-    and every refusal (status, Retry-After) seen on the way."""
+def finish_load(load: ClientLoad, count: int, timeout: float = 90.0) -> ClientLoad:
+    """Let `load` run until `count` jobs are acknowledged, then stop its clients."""
+    reached = wait_until(lambda: len(load.acknowledged) >= count, timeout)
+    load.stop()
+    assert reached, f"only {len(load.acknowledged)} of {count} jobs acknowledged"
+    return load
 
-    def __init__(self, servers, mix, count: int, clients: int = 6, seconds: float = 60.0):
-        self.servers, self.mix, self.count = servers, mix, count
-        self.acknowledged: dict[int, tuple[str, dict]] = {}
-        self.order: list[int] = []      # ids in the order their 200s arrived
-        self.refusals: list[tuple[int, str | None, float]] = []
-        self.duplicates: list[int] = []  # ids acknowledged twice (must stay empty)
-        self._lock = threading.Lock()
-        self._deadline = time.monotonic() + seconds
-        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
-                         for i in range(clients)]
 
-    def start(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def join(self) -> Load:
-        for thread in self._threads:
-            thread.join(max(1.0, self._deadline - time.monotonic() + 10))
-        return self
-
-    def _client(self, index: int) -> None:
-        turn = index
-        while time.monotonic() < self._deadline:
-            with self._lock:
-                if len(self.acknowledged) >= self.count:
-                    return
-                endpoint, fields = next(self.mix)
-            server = self.servers[turn % len(self.servers)]
-            turn += 1
-            started = time.monotonic()
-            try:
-                request = urllib.request.Request(
-                    f"{server.url}/api/{endpoint}", data=json.dumps(fields).encode(),
-                    headers={"Content-Type": "application/json"}, method="POST")
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    job_id = json.loads(response.read())["job_id"]
-            except urllib.error.HTTPError as error:
-                with error:
-                    self.refusals.append((error.code, error.headers.get("Retry-After"),
-                                          time.monotonic() - started))
-                time.sleep(0.05)
-                continue
-            except OSError:  # a front-end killed by the test
-                time.sleep(0.05)
-                continue
-            with self._lock:
-                if job_id in self.acknowledged:
-                    self.duplicates.append(job_id)
-                self.acknowledged[job_id] = (endpoint, fields)
-                self.order.append(job_id)
-
-    def wait_acknowledged(self, count: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acknowledged) < count:
-            assert time.monotonic() < deadline, f"only {len(self.acknowledged)} acknowledged"
-            time.sleep(0.02)
-
-    def check(self, server, expected, timeout: float = 90.0) -> None:
-        """Every acknowledged job ends done on `server`, with the embedded answer, and
-        no id was handed out twice."""
-        assert self.duplicates == []
-        results = wait_all_done(server, sorted(self.acknowledged), timeout)
-        for job_id, (endpoint, fields) in self.acknowledged.items():
-            assert results[job_id] == expected(endpoint, fields), (job_id, endpoint, fields)
+def check_all(load: ClientLoad, server, ids=None, timeout: float = 90.0) -> None:
+    """Every job of `load` (or `ids` of it) ends done on `server`, with the answer of
+    the reference implementation."""
+    ids = sorted(load.acknowledged if ids is None else ids)
+    for job_id, result in wait_all_done(server, ids, timeout).items():
+        load.mix.check(*load.acknowledged[job_id], result)
 
 
 def wait_idle(server, timeout: float = 60.0) -> None:

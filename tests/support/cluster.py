@@ -4,7 +4,6 @@ own directory and `appendonly yes`, front-ends (tests.support.live.start_server 
 HAProxy started from deploy/haproxy.cfg with only its addresses replaced."""
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
@@ -18,8 +17,6 @@ from pathlib import Path
 
 import redis
 
-from compute.endpoints import ENDPOINTS
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from compute.shared import SHM_DIR
 from tests.support.live import ROOT, LiveServer, free_port, shm_segments, start_server
 
@@ -168,19 +165,6 @@ def start_worker_node(tmp_path: Path, name: str, broker: RedisServer, data: Path
                                  + node.text())
         time.sleep(0.05)
     return node
-
-
-def job_mix(states: list[str]):
-    """An endless, varied stream of (endpoint, body) over all nine statistics."""
-    questions = [LOWER_IS_BETTER[0], LOWER_IS_BETTER[1], HIGHER_IS_BETTER[0],
-                 HIGHER_IS_BETTER[2]]
-    combos = []
-    for endpoint, spec in ENDPOINTS.items():
-        for question in questions:
-            for state in (states if spec.needs_state else [None]):
-                combos.append((endpoint, {"question": question}
-                               | ({"state": state} if state else {})))
-    return itertools.cycle(combos)
 
 
 def require_haproxy() -> str:
