@@ -64,9 +64,8 @@ def _front_end(settings: Settings, parent: int) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, target=_front_end):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.target = target
         self.context = mp.get_context("spawn")
         self.running: dict[int, mp.process.BaseProcess] = {}   # slot → process
         self.restarts: list[float] = []
@@ -88,7 +87,7 @@ class Supervisor:
         return self.exit_code
 
     def _start(self, slot: int) -> None:
-        process = self.context.Process(target=self.target, name=f"lestats-frontend-{slot}",
+        process = self.context.Process(target=_front_end, name=f"lestats-frontend-{slot}",
                                        args=(front_end_settings(self.settings, slot),
                                              os.getpid()))
         process.start()
