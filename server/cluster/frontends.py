@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 from server.config import Settings
 
@@ -80,7 +81,8 @@ class Supervisor:
         _say(f"{self.settings.frontends} front-ends on {self.settings.host}:"
              f"{self.settings.port} (SO_REUSEPORT), supervisor pid {os.getpid()}")
         while self.running:
-            sentinels = {p.sentinel: slot for slot, p in self.running.items()}
+            sentinels: dict[object, int] = {p.sentinel: slot
+                                            for slot, p in self.running.items()}
             for ready in mp.connection.wait(list(sentinels), timeout=1.0):
                 self._ended(sentinels[ready])
         _say(f"all front-ends stopped; exit {self.exit_code}")
@@ -96,7 +98,7 @@ class Supervisor:
     def _ended(self, slot: int) -> None:
         process = self.running.pop(slot)
         process.join()
-        code = process.exitcode
+        code = cast(int, process.exitcode)  # set once join() has returned
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
         if self.stopping:
             if code != 0:
