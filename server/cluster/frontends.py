@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from server.config import Settings
 
@@ -81,8 +81,8 @@ class Supervisor:
         _say(f"{self.settings.frontends} front-ends on {self.settings.host}:"
              f"{self.settings.port} (SO_REUSEPORT), supervisor pid {os.getpid()}")
         while self.running:
-            sentinels: dict[object, int] = {p.sentinel: slot
-                                            for slot, p in self.running.items()}
+            sentinels: dict[Any, int] = {p.sentinel: slot
+                                         for slot, p in self.running.items()}
             for ready in mp.connection.wait(list(sentinels), timeout=1.0):
                 self._ended(sentinels[ready])
         _say(f"all front-ends stopped; exit {self.exit_code}")
