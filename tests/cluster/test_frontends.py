@@ -24,12 +24,23 @@ def front_end_pids(server, tries: int = 400) -> dict[int, dict]:
     expected = {p for p in children(server.pid) if _is_front_end(p)}
     seen: dict[int, dict] = {}
     for _ in range(tries):
-        status, info = server.get("/api/info")
+        try:
+            status, info = server.get("/api/info")
+        except OSError:  # queued on the socket of a front-end just killed: reset
+            continue
         if status == 200:
             seen[info["pids"]["parent"]] = info
         if expected <= set(seen):
             break
     return seen
+
+
+def all_front_ends(server, count: int, timeout: float = 60.0) -> dict[int, dict]:
+    """front_end_pids once `count` front-ends answer: each answers only once it has
+    loaded the data and joined the cluster, the first one ready alone at first."""
+    assert wait_until(lambda: len(front_end_pids(server, tries=50)) == count, timeout), \
+        server.text()
+    return front_end_pids(server)
 
 
 def _is_front_end(pid: int) -> bool:
@@ -45,7 +56,7 @@ def _is_front_end(pid: int) -> bool:
 def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker, demo_csv):
     server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
                           data=demo_csv, workers=1)
-    infos = front_end_pids(server)
+    infos = all_front_ends(server, 2)
     assert len(infos) == 2, infos
     # The machine's local workers run once, under front-end 1; the other is pure.
     assert sorted(len(i["pids"]["workers"]) for i in infos.values()) == [0, 1], infos
@@ -57,9 +68,7 @@ def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker
     pure = next(pid for pid, info in infos.items() if not info["pids"]["workers"])
     os.kill(pure, signal.SIGKILL)
     assert wait_until(lambda: not alive(pure), 10)
-    # The new front-end answers once it has loaded the data and joined the cluster.
-    assert wait_until(lambda: len(front_end_pids(server, tries=50)) == 2, 60), server.text()
-    replaced = front_end_pids(server)
+    replaced = all_front_ends(server, 2)
     assert len(replaced) == 2 and pure not in replaced, replaced
     assert "ended with signal SIGKILL; restarting it" in server.text()
     # The job space is Redis's: the job posted before the death is still there.
@@ -78,7 +87,7 @@ def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker
 def test_graceful_shutdown_of_one_front_end_stops_them_all(tmp_path, broker, demo_csv):
     server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
                           data=demo_csv, workers=0)
-    infos = front_end_pids(server)
+    infos = all_front_ends(server, 2)
     assert len(infos) == 2, infos
     status, body = server.get("/api/graceful_shutdown")
     assert status == 200, body
