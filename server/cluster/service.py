@@ -118,16 +118,25 @@ class ClusterJobService:
 
     async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]:
         try:
-            state, body = await self._read(job_id)
-            if state == status.RUNNING and wait > 0:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + wait
-                while state == status.RUNNING and loop.time() < deadline:
-                    await self._wait(job_id, min(RECHECK, deadline - loop.time()))
+            if wait <= 0:
+                return await self._read(job_id)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while True:
+                # Listen before reading: a job that finishes after Redis answered the
+                # read, but whose notice arrives before we await, still wakes us.
+                waiter = loop.create_future()
+                self._waiters.setdefault(job_id, []).append(waiter)
+                try:
                     state, body = await self._read(job_id)
+                    remaining = deadline - loop.time()
+                    if state != status.RUNNING or remaining <= 0:
+                        return state, body
+                    await asyncio.wait((waiter,), timeout=min(RECHECK, remaining))
+                finally:
+                    self._forget_waiter(job_id, waiter)
         except (RedisError, OSError) as exc:
             raise Unavailable(str(exc)) from None
-        return state, body
 
     async def _read(self, job_id: int) -> tuple[str, bytes | None]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -143,19 +152,12 @@ class ClusterJobService:
             self._finished(job_id, state == status.DONE)
         return state, body
 
-    async def _wait(self, job_id: int, timeout: float) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, []).append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[job_id]
+    def _forget_waiter(self, job_id: int, waiter: asyncio.Future) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[job_id]
 
     async def listing(self) -> list[dict[str, str]]:
         try:
@@ -224,7 +226,7 @@ class ClusterJobService:
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                            timeout=1.0)
-                        if message is not None and message["type"] == b"message":
+                        if message is not None and message["type"] == "message":
                             for item in message["data"].split(b","):
                                 job_id, _, ok = item.partition(b":")
                                 self._finished(int(job_id), ok == b"1")
