@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -38,7 +39,7 @@ class ClusterJobService:
         self.max_queue = max_queue
         self.retain = retain
         self.accepting = False
-        self.executor = None
+        self.executor: Any = None
         self.fingerprint = ""
         self.listeners: list = []           # (event, job, ok), as JobService's
         self.shutdown_requested = asyncio.Event()
@@ -48,7 +49,7 @@ class ClusterJobService:
         self._waiters: dict[int, list[asyncio.Future]] = {}
         self._highest = 0                   # the highest id this front-end has seen
         self._tasks: list[asyncio.Task] = []
-        self._redis = None
+        self._redis: Any = None
 
     # -- life cycle ---------------------------------------------------------------------
     async def open(self, fingerprint: str) -> None:

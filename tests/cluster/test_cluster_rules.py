@@ -45,8 +45,8 @@ def test_a_second_run_changes_nothing(broker):
     job_id = _submit(redis)
     entries = consumer.read()
     assert [job.id for _, job in entries] == [job_id]
-    assert consumer.finish(entries, [Outcome(job_id, True, b"first")]) == 1
-    assert consumer.finish(entries, [Outcome(job_id, True, b"second")]) == 0
+    assert consumer.finish([entries[0][0]], [Outcome(job_id, True, b"first")]) == 1
+    assert consumer.finish([entries[0][0]], [Outcome(job_id, True, b"second")]) == 0
     assert redis.hget(keys.job_key(job_id), "body") == b"first"
 
 
@@ -84,7 +84,7 @@ async def test_a_long_poll_is_woken_by_the_finish_notice(broker, monkeypatch):
         assert not poll.done()
         worker = Consumer(broker.url, FINGERPRINT, "w", claim_timeout=10, max_results=10)
         entries = worker.read()
-        assert worker.finish(entries, [Outcome(job_id, True, b'{"status": "done"}')]) == 1
+        assert worker.finish([entries[0][0]], [Outcome(job_id, True, b'{"status": "done"}')]) == 1
         assert await asyncio.wait_for(poll, 30) == ("done", b'{"status": "done"}')
         assert jobs.running_count == 0  # the notice also settled this front-end's count
     finally:
