@@ -69,9 +69,13 @@ class ClusterJobService:
                 await self._redis.xgroup_create(broker.stream(fingerprint), broker.GROUP,
                                                 id="0", mkstream=True)
             self._highest = int(await self._redis.get(broker.NEXT_ID) or 0)
+            policy = (await self._redis.info("memory")).get("maxmemory_policy")
         except (RedisError, OSError) as exc:
             raise StartupError(f"redis at {broker.describe(self.url)} is unreachable "
                                f"({exc})") from None
+        if policy not in (None, "noeviction"):
+            log.warning("redis evicts keys when full (maxmemory-policy %s): it could drop "
+                        "jobs; set maxmemory-policy noeviction (docs/cluster.md)", policy)
         self._submit = self._redis.register_script(broker.SUBMIT)
         self.in_background(self._listen())
         log.info("joined the cluster at %s (data fingerprint %s)",
