@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from compute.messages import Job, Outcome, job_key
 from server import logsetup
@@ -21,6 +21,27 @@ from server.results import ResultStore
 from server.status import DONE, ERROR, EVICTED, RUNNING, StatusTable
 
 log = logsetup.get("jobs")
+
+
+class Service(Protocol):
+    """What the routes, the metrics and the server's life cycle use of a job service:
+    JobService below (embedded) and server.cluster.service.ClusterJobService offer it."""
+    accepting: bool
+    executor: Any
+    listeners: list[Callable[[str, Job, bool], None]]
+    shutdown_requested: asyncio.Event
+    linger_cut: asyncio.Event
+
+    async def submit(self, endpoint: str, question: str, state: str | None) -> int: ...
+    async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]: ...
+    async def listing(self) -> list[dict[str, str]]: ...
+    async def num_jobs(self) -> int: ...
+    @property
+    def running_count(self) -> int: ...
+    def begin_shutdown(self) -> None: ...
+    @property
+    def drained(self) -> bool: ...
+    async def wait_drained(self) -> None: ...
 
 
 class QueueFull(Exception):

@@ -14,13 +14,13 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, generate_latest)
 
 from compute.messages import Job
-from server.jobs import JobService
+from server.jobs import Service
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 
 
 class Metrics:
-    def __init__(self, service: JobService):
+    def __init__(self, service: Service):
         self.registry = CollectorRegistry()
         r = self.registry
         self.submitted = Counter("lestats_jobs_submitted", "Jobs accepted", ["endpoint"],

@@ -17,12 +17,12 @@ from compute.endpoints import ENDPOINTS, Endpoint
 from server import logsetup, status, validation
 from server.config import Settings
 from server.errors import error
-from server.jobs import JobService, QueueFull, ShuttingDown, Unavailable
+from server.jobs import QueueFull, Service, ShuttingDown, Unavailable
 from server.metrics import Metrics
 
 log = logsetup.get("http")
 
-SERVICE = web.AppKey("service", JobService)
+SERVICE = web.AppKey("service", Service)
 DATASET = web.AppKey("dataset", Dataset)
 SETTINGS = web.AppKey("settings", Settings)
 INFO = web.AppKey("info", dict)

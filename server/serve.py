@@ -22,7 +22,7 @@ from server import datasource, logsetup
 from server.app import init_app
 from server.config import Settings
 from server.errors import JsonAppRunner
-from server.jobs import JobService
+from server.jobs import JobService, Service
 from server.pool import LocalPool
 
 log = logsetup.get("serve")
@@ -63,6 +63,7 @@ def serve(settings: Settings, reuse_port: bool = False) -> int:
 async def _serve(settings: Settings, reuse_port: bool) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
+    service: Service
     if settings.broker:  # cluster mode (docs/cluster.md); Redis is imported only here
         from server.cluster.service import ClusterJobService
         service = ClusterJobService(settings.broker, max_queue=settings.max_queue,
@@ -90,19 +91,12 @@ async def _serve(settings: Settings, reuse_port: bool) -> int:
         stack.callback(shared.release)
         dataset = shared.dataset  # the parent, too, reads the one shared copy
         release_memory()
-        if settings.broker:
+        if isinstance(service, JobService):
+            workers = _start_embedded(service, shared, settings, stack)
+        else:
             from server.cluster.service import start
             await start(service, shared, settings, stack)
             workers = settings.workers  # 0: a pure front-end
-        else:
-            stack.callback(service.close)
-            unfinished = service.open()
-            workers = settings.worker_count
-            pool = LocalPool(shared.handle, workers, service.results.files,
-                             service.on_done)
-            pool.start()
-            stack.push_async_callback(pool.stop)
-            service.start(pool, unfinished)
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
                 "rows_ignored": dataset.rows_ignored, "questions": dataset.questions,
@@ -137,6 +131,19 @@ async def _serve(settings: Settings, reuse_port: bool) -> int:
     return 0
 
 
+def _start_embedded(service: JobService, shared: SharedDataset, settings: Settings,
+                    stack: contextlib.AsyncExitStack) -> int:
+    """Recover what an earlier run left, start the worker pool; its size."""
+    stack.callback(service.close)
+    unfinished = service.open()
+    pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
+                     service.on_done)
+    pool.start()
+    stack.push_async_callback(pool.stop)
+    service.start(pool, unfinished)
+    return settings.worker_count
+
+
 def _raise_file_limit() -> None:
     """Every connection is a file descriptor; the usual soft limit (1024) would refuse
     connections long before the event loop is busy. Raise it to the hard limit."""
@@ -147,7 +154,7 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _on_signals(loop: asyncio.AbstractEventLoop, service: JobService) -> None:
+def _on_signals(loop: asyncio.AbstractEventLoop, service: Service) -> None:
     def requested(signum: int) -> None:
         if service.shutdown_requested.is_set():
             service.linger_cut.set()  # a second signal: do not wait for the linger
@@ -158,6 +165,6 @@ def _on_signals(loop: asyncio.AbstractEventLoop, service: JobService) -> None:
         loop.add_signal_handler(signum, requested, signum)
 
 
-async def _linger(service: JobService, seconds: float) -> None:
+async def _linger(service: Service, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(service.linger_cut.wait(), seconds)

@@ -132,7 +132,7 @@ def sync_client(url: str, socket_timeout: float = SOCKET_TIMEOUT):
     return Redis.from_url(url, **{**client_options(Retry), "socket_timeout": socket_timeout})
 
 
-def register_cluster(client, fingerprint: str) -> str | None:
+def register_cluster(client, fingerprint: str):
     """Record `fingerprint` as the cluster's data unless one is recorded already;
     returns the cluster's fingerprint (sync or async client: the caller awaits)."""
     return client.eval(

@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -84,22 +85,21 @@ class Consumer:
         if not idle:
             return [], 0
         poison = [p["message_id"] for p in idle if p["times_delivered"] >= MAX_ATTEMPTS]
+        body = worker.error_body(f"the job was running in {MAX_ATTEMPTS} worker processes "
+                                 "that stopped answering; it was abandoned")
         for entry_id in poison:
-            found = self.redis.xrange(self.stream, entry_id, entry_id)
-            abandoned = _jobs(found) or [(entry_id, None)]
-            for entry, job in abandoned:
-                body = worker.error_body(f"the job was running in {MAX_ATTEMPTS} worker "
-                                         "processes that stopped answering; it was "
-                                         "abandoned")
-                self.finish([(entry, job)], [Outcome(job.id if job else 0, False, body)])
+            found = _jobs(self.redis.xrange(self.stream, entry_id, entry_id))
+            job_id = found[0][1].id if found else 0  # 0: deleted meanwhile, just ack it
+            self.finish([entry_id], [Outcome(job_id, False, body)])
         _, claimed, _ = self.redis.xautoclaim(self.stream, broker.GROUP, self.name,
                                               self.claim_ms, start_id="0-0",
                                               count=MAX_BATCH)
         return _jobs(claimed), len(poison)
 
-    def finish(self, entries: list[tuple[str, Job | None]], outcomes: list[Outcome]) -> int:
+    def finish(self, entry_ids: list[str], outcomes: list[Outcome]) -> int:
+        """Store the outcomes of these stream entries (one FINISH script)."""
         args: list = [broker.GROUP, broker.JOB, self.max_results]
-        for (entry, _), outcome in zip(entries, outcomes):
+        for entry, outcome in zip(entry_ids, outcomes):
             args += [entry, outcome.id, 1 if outcome.ok else 0, outcome.body]
         return self._finish(keys=broker.finish_keys(self.fingerprint), args=args)
 
@@ -152,7 +152,7 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
                 for outcome in outcomes:
                     if outcome.detail:
                         log.error("job_id=%d failed: %s", outcome.id, outcome.detail)
-                held = [entries, outcomes]
+                held = [[entry for entry, _ in entries], outcomes]
                 consumer.finish(*held)
                 held = []
             pause = RECONNECT_PAUSE[0]
@@ -180,7 +180,7 @@ class NodePool:
         self._args = (url, fingerprint, claim_timeout, max_results)
         self._ctx = mp.get_context("spawn")
         self._stop = self._ctx.Event()
-        self._processes: dict[int, mp.Process] = {}
+        self._processes: dict[int, Any] = {}  # index → spawned process
         self.deaths = 0
 
     def start(self) -> None:
@@ -240,13 +240,15 @@ def run(settings) -> int:
                              "runs", name)
         try:
             path = datasource.resolve(settings.data)
-            shared = SharedDataset.create(load_csv(path))
+            dataset = load_csv(path)
         except DataError as exc:
             log.error("cannot start: %s", exc)
             return 2
+        mark = fingerprint(dataset)
+        shared = SharedDataset.create(dataset)
+        del dataset  # the processes read the shared copy
         try:
             release_memory()
-            mark = fingerprint(shared.dataset)
             try:
                 with broker.sync_client(settings.broker) as client:
                     recorded = broker.register_cluster(client, mark)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -38,7 +39,7 @@ class ClusterJobService:
         self.max_queue = max_queue
         self.retain = retain
         self.accepting = False
-        self.executor = None
+        self.executor: Any = None
         self.fingerprint = ""
         self.listeners: list = []           # (event, job, ok), as JobService's
         self.shutdown_requested = asyncio.Event()
@@ -48,7 +49,7 @@ class ClusterJobService:
         self._waiters: dict[int, list[asyncio.Future]] = {}
         self._highest = 0                   # the highest id this front-end has seen
         self._tasks: list[asyncio.Task] = []
-        self._redis = None
+        self._redis: Any = None
 
     # -- life cycle ---------------------------------------------------------------------
     async def open(self, fingerprint: str) -> None:
@@ -68,9 +69,13 @@ class ClusterJobService:
                 await self._redis.xgroup_create(broker.stream(fingerprint), broker.GROUP,
                                                 id="0", mkstream=True)
             self._highest = int(await self._redis.get(broker.NEXT_ID) or 0)
+            policy = (await self._redis.info("memory")).get("maxmemory_policy")
         except (RedisError, OSError) as exc:
             raise StartupError(f"redis at {broker.describe(self.url)} is unreachable "
                                f"({exc})") from None
+        if policy not in (None, "noeviction"):
+            log.warning("redis evicts keys when full (maxmemory-policy %s): it could drop "
+                        "jobs; set maxmemory-policy noeviction (docs/cluster.md)", policy)
         self._submit = self._redis.register_script(broker.SUBMIT)
         self.in_background(self._listen())
         log.info("joined the cluster at %s (data fingerprint %s)",
@@ -118,16 +123,25 @@ class ClusterJobService:
 
     async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]:
         try:
-            state, body = await self._read(job_id)
-            if state == status.RUNNING and wait > 0:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + wait
-                while state == status.RUNNING and loop.time() < deadline:
-                    await self._wait(job_id, min(RECHECK, deadline - loop.time()))
+            if wait <= 0:
+                return await self._read(job_id)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while True:
+                # Listen before reading: a job that finishes after Redis answered the
+                # read, but whose notice arrives before we await, still wakes us.
+                waiter = loop.create_future()
+                self._waiters.setdefault(job_id, []).append(waiter)
+                try:
                     state, body = await self._read(job_id)
+                    remaining = deadline - loop.time()
+                    if state != status.RUNNING or remaining <= 0:
+                        return state, body
+                    await asyncio.wait((waiter,), timeout=min(RECHECK, remaining))
+                finally:
+                    self._forget_waiter(job_id, waiter)
         except (RedisError, OSError) as exc:
             raise Unavailable(str(exc)) from None
-        return state, body
 
     async def _read(self, job_id: int) -> tuple[str, bytes | None]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -143,19 +157,12 @@ class ClusterJobService:
             self._finished(job_id, state == status.DONE)
         return state, body
 
-    async def _wait(self, job_id: int, timeout: float) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(job_id, []).append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    del self._waiters[job_id]
+    def _forget_waiter(self, job_id: int, waiter: asyncio.Future) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[job_id]
 
     async def listing(self) -> list[dict[str, str]]:
         try:
@@ -224,7 +231,7 @@ class ClusterJobService:
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True,
                                                            timeout=1.0)
-                        if message is not None and message["type"] == b"message":
+                        if message is not None and message["type"] == "message":
                             for item in message["data"].split(b","):
                                 job_id, _, ok = item.partition(b":")
                                 self._finished(int(job_id), ok == b"1")

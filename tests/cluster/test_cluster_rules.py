@@ -2,6 +2,7 @@
 directly (no worker processes): poison jobs, the id counter after lost writes."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 from compute.messages import Outcome
@@ -44,8 +45,8 @@ def test_a_second_run_changes_nothing(broker):
     job_id = _submit(redis)
     entries = consumer.read()
     assert [job.id for _, job in entries] == [job_id]
-    assert consumer.finish(entries, [Outcome(job_id, True, b"first")]) == 1
-    assert consumer.finish(entries, [Outcome(job_id, True, b"second")]) == 0
+    assert consumer.finish([entries[0][0]], [Outcome(job_id, True, b"first")]) == 1
+    assert consumer.finish([entries[0][0]], [Outcome(job_id, True, b"second")]) == 0
     assert redis.hget(keys.job_key(job_id), "body") == b"first"
 
 
@@ -66,3 +67,25 @@ def test_ids_never_go_back_after_lost_writes(tmp_path, broker, demo_csv):
     # Only the counter went back: the ids Redis still knows keep it ahead too.
     redis.set(keys.NEXT_ID, 1)
     assert _submit(redis) == ids[-1] + 2
+
+
+async def test_a_long_poll_is_woken_by_the_finish_notice(broker, monkeypatch):
+    """The front-end's one subscription wakes a waiting GET: with the periodic recheck
+    pushed beyond the poll's 60 s, only the notice can end the poll within 30 s."""
+    from server.cluster import service as cluster
+    monkeypatch.setattr(cluster, "RECHECK", 120.0)
+    jobs = cluster.ClusterJobService(broker.url, max_queue=100, retain=10)
+    await jobs.open(FINGERPRINT)
+    jobs.start(None)
+    try:
+        job_id = await jobs.submit("best5", "a question", None)
+        poll = asyncio.create_task(jobs.lookup(job_id, 60))
+        await asyncio.sleep(0.2)
+        assert not poll.done()
+        worker = Consumer(broker.url, FINGERPRINT, "w", claim_timeout=10, max_results=10)
+        entries = worker.read()
+        assert worker.finish([entries[0][0]], [Outcome(job_id, True, b'{"status": "done"}')]) == 1
+        assert await asyncio.wait_for(poll, 30) == ("done", b'{"status": "done"}')
+        assert jobs.running_count == 0  # the notice also settled this front-end's count
+    finally:
+        await jobs.close()
