@@ -48,5 +48,7 @@ def test_capacity_names_the_component_that_limits():
     # Redis dear: it limits even one machine.
     dear = capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": 1.0, "redis": 1.0}})
     assert dear["one_machine"] == {"jobs_per_s": 1000, "bottleneck": "Redis (one core)"}
-    # The embedded mode has no Redis: its capacity is not modelled.
-    assert capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": None}}) == {}
+    # The embedded mode has no Redis, and no capacity beyond its parent's one core.
+    assert capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": 1.0}}) == {}
+    assert capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": None,
+                                        "redis": 0.1}}) == {}

@@ -145,8 +145,8 @@ def capacity(row: dict) -> dict:
     Loopback only: a real network adds kernel time per packet on every component."""
     ms = row["cpu_ms_per_job"]
     front, worker, redis = ms.get("front-end"), ms.get("worker"), ms.get("redis") or 0.0
-    if not front or not worker:
-        return {}
+    if not front or not worker or "redis" not in ms:
+        return {}  # the embedded mode: one parent's core is its limit, whatever the machine
     redis_limit = 1000.0 / redis if redis else None
     single = CORES * 1000.0 / (front + worker + redis)
     table = {"cores": CORES, "redis_one_core_jobs_per_s": _round(redis_limit),
