@@ -1,6 +1,9 @@
 """Two front-ends on one Redis: one job space, the same answers as the embedded mode."""
 from __future__ import annotations
 
+import json
+import urllib.request
+
 from compute.endpoints import ENDPOINTS
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.cluster.conftest import wait_all_done
@@ -8,7 +11,8 @@ from tests.conftest import tricky_rows
 from tests.reference import Reference, assert_close
 from tests.support.cluster import start_frontend, start_worker_node
 from tests.support.fixtures import write_rows
-from tests.support.live import shm_segments
+from tests.support.live import shm_segments, start_server
+from tests.support.load import JobMix
 
 
 def test_submit_on_a_read_everything_from_b(tmp_path, broker, demo_csv):
@@ -59,3 +63,21 @@ def test_other_data_is_refused(tmp_path, broker, demo_csv):
     assert node.process.wait(60) == 2
     assert "differs from the cluster's" in node.text()
     assert first.stop() == 0
+
+
+def test_answers_are_byte_for_byte_the_embedded_ones(tmp_path, broker, demo_csv):
+    cluster = start_frontend(tmp_path, "a", broker, demo_csv, workers=1)
+    (tmp_path / "embedded").mkdir()
+    embedded = start_server(tmp_path / "embedded", data=demo_csv, workers=1)
+    mix = JobMix(demo_csv, 8)
+    for _ in range(40):
+        endpoint, body = mix.pick()
+        answers = []
+        for server in (cluster, embedded):
+            status, reply = server.post(f"/api/{endpoint}", body)
+            assert status == 200, reply
+            url = f"{server.url}/api/get_results/{reply['job_id']}?wait=30"
+            with urllib.request.urlopen(url, timeout=40) as response:
+                answers.append(response.read())
+        assert answers[0] == answers[1], (endpoint, body)
+        assert json.loads(answers[0])["status"] == "done"

@@ -4,6 +4,7 @@ claim timeout. In every case each acknowledged job ends done with the reference
 answer, and no id is handed out twice (ClientLoad fails on a duplicate)."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -94,3 +95,16 @@ def test_a_stopped_worker_has_its_jobs_taken_over(tmp_path, broker, demo_csv):
         check_all(load, a)
     assert sleeper.stop() == 0, sleeper.text()  # SIGTERM: finish the batch, exit 0
     assert _pending(broker, demo_csv) == 0
+
+
+def test_a_front_ends_own_worker_killed_is_replaced(tmp_path, broker, demo_csv):
+    a = start_frontend(tmp_path, "a", broker, demo_csv, workers=1)
+    load = ClientLoad(a.url, JobMix(demo_csv, 9), max_jobs=300).start()
+    assert wait_until(lambda: len(load.acknowledged) >= 100, 60)
+    [victim] = a.get("/api/info")[1]["pids"]["workers"]
+    os.kill(victim, signal.SIGKILL)
+    finish_load(load, 300)
+    check_all(load, a)  # its jobs were reclaimed and run by the replacement
+    [replacement] = a.get("/api/info")[1]["pids"]["workers"]
+    assert replacement != victim
+    assert a.stop() == 0, a.text()
