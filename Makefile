@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 WEB_STAMP := web/node_modules/.stamp
 
-.PHONY: run test bench clean fetch web chromium
+.PHONY: run test bench bench-cluster clean fetch web system-packages
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +29,22 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-# Debian's Chromium for tests/browser/, installed only when it is absent.
-chromium:
-	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+# System packages the tests need, installed only when absent: Debian's Chromium for
+# tests/browser/, redis-server (and HAProxy) for tests/cluster/.
+system-packages:
+	@missing=""; \
+	for pair in chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server \
+	            haproxy:/usr/sbin/haproxy; do \
+	    test -x "$${pair#*:}" || missing="$$missing $${pair%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 run: $(VENV)/.runtime $(WEB_STAMP)
 	$(BIN)/lestats serve
 
-test: $(VENV)/.dev $(WEB_STAMP) chromium
+test: $(VENV)/.dev $(WEB_STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
 # The real CDC dataset, into data/cache/ (README "Using the data").
@@ -49,5 +57,12 @@ fetch: $(VENV)/.runtime
 bench: $(VENV)/.dev
 	$(BIN)/python -m tests.load.bench
 
+# The cluster benchmark (docs/cluster-benchmark.md): Redis, front-ends and a worker
+# node as real processes, jobs/s, p99 and CPU per job per component, the embedded
+# mode in the same run. About 2 minutes on 2 CPUs.
+bench-cluster: $(VENV)/.dev system-packages
+	$(BIN)/python -m tests.load.cluster_bench
+
 clean:
-	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json
+	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json \
+		cluster-bench-results.json

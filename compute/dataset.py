@@ -91,8 +91,8 @@ class Dataset:
         """A short, stable name of the data itself (16 hex digits): equal for two loads
         that give the same arrays and vocabularies — hence the same answers — and
         different otherwise, whatever the file is called. The server records it with
-        every job (server/journal.py) so a job is never answered on other data than
-        the data it was accepted under. Hashing the arrays, not the file, is cheaper
+        every job (the journal; in cluster mode, Redis) so a job is never answered on
+        other data than the data it was accepted under. Hashing the arrays, not the file, is cheaper
         (they are a fraction of its size) and ignores what the statistics never read."""
         digest = hashlib.blake2b(digest_size=8)
         digest.update(json.dumps(self.vocabularies(), ensure_ascii=False).encode())

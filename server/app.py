@@ -7,7 +7,7 @@ from compute.dataset import Dataset
 from server.config import Settings
 from server.dashboard import add_dashboard_routes
 from server.errors import BODY_DEADLINE, json_errors, read_body
-from server.jobs import JobService
+from server.jobs import Service
 from server.metrics import Metrics
 from server.openapi import served
 from server.routes import DATASET, INFO, METRICS, OPENAPI, ROUTES, SERVICE, SETTINGS
@@ -16,7 +16,7 @@ from server.routes import DATASET, INFO, METRICS, OPENAPI, ROUTES, SERVICE, SETT
 MAX_BODY = 64 * 1024
 
 
-def init_app(service: JobService, dataset: Dataset, settings: Settings,
+def init_app(service: Service, dataset: Dataset, settings: Settings,
              info: dict | None = None) -> web.Application:
     metrics = Metrics(service)
     # Outermost first: requests are counted with the status json_errors gave them.

@@ -19,13 +19,31 @@ def _serve(args: argparse.Namespace) -> int:
     from server.serve import serve
 
     flags = {"data": args.data, "host": args.host, "port": args.port,
-             "workers": args.workers, "state_dir": args.state_dir}
+             "workers": args.workers, "state_dir": args.state_dir, "broker": args.broker,
+             "frontends": args.frontends}
     try:
         settings = load_settings(args.config, flags)
     except ConfigError as exc:
         print(f"lestats: {exc}", file=sys.stderr)
         return 2
     return serve(settings)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from server.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config, {"data": args.data, "workers": args.workers,
+                                               "broker": args.broker})
+    except ConfigError as exc:
+        print(f"lestats: {exc}", file=sys.stderr)
+        return 2
+    if not settings.broker:
+        print("lestats: a worker node needs --broker redis://HOST:PORT/DB "
+              "(or LESTATS_BROKER)", file=sys.stderr)
+        return 2
+    from server.cluster import node
+    return node.run(settings)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -82,7 +100,21 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 5000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
     serve.add_argument("--state-dir", help="job journal and results (default ./results)")
+    serve.add_argument("--broker", help="redis://HOST:PORT/DB: join that cluster as a "
+                       "front-end (docs/cluster.md); --workers then counts this "
+                       "machine's worker processes, 0 = none")
+    serve.add_argument("--frontends", type=int, help="cluster mode: front-end processes "
+                       "sharing the port (SO_REUSEPORT; default 1)")
     serve.set_defaults(run=_serve)
+
+    node = commands.add_parser("worker", help="run a cluster worker node (no HTTP)",
+                               description="Take jobs from the cluster's Redis and answer "
+                               "them on this machine (docs/cluster.md).")
+    node.add_argument("--config", help="TOML settings file (default ./config.toml)")
+    node.add_argument("--broker", help="redis://HOST:PORT/DB of the cluster")
+    node.add_argument("--data", help="CSV file (the same data as the front-ends)")
+    node.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
+    node.set_defaults(run=_worker)
     client_cli.add_ask_parser(commands)
 
     data = commands.add_parser("data", help="make or get data to serve")

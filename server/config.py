@@ -32,6 +32,9 @@ class Settings:
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
     job_timeout: float = 60.0    # seconds a worker may hold a batch before it is killed
     poll_grace: float = 0.05     # a get_results without ?wait= waits this long for a running job
+    broker: str = ""             # redis://HOST:PORT/DB: cluster mode (docs/cluster.md)
+    claim_timeout: float = 10.0  # cluster: seconds before a silent worker's jobs are taken
+    frontends: int = 1           # cluster mode: front-end processes sharing the port
 
     @property
     def worker_count(self) -> int:
@@ -46,6 +49,8 @@ ENVIRONMENT = {
     "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
     "client_timeout": "LESTATS_CLIENT_TIMEOUT", "job_timeout": "LESTATS_JOB_TIMEOUT",
     "poll_grace": "LESTATS_POLL_GRACE",
+    "broker": "LESTATS_BROKER", "claim_timeout": "LESTATS_CLAIM_TIMEOUT",
+    "frontends": "LESTATS_FRONTENDS",
 }
 DEFAULT_CONFIG = "config.toml"
 # A grace is meant to cover a job's usual latency; a client that wants to wait long
@@ -120,3 +125,14 @@ def _check(settings: Settings) -> None:
     if not 0 <= settings.poll_grace <= MAX_POLL_GRACE:  # also rejects nan
         raise ConfigError(f"setting poll_grace must be between 0 and {MAX_POLL_GRACE:g} "
                           "seconds")
+    if not settings.claim_timeout > 0:
+        raise ConfigError("setting claim_timeout must be positive")
+    if settings.broker and not settings.broker.startswith(("redis://", "unix://")):
+        raise ConfigError(f"broker {settings.broker!r} is not a redis:// or unix:// URL")
+    if settings.frontends < 1:
+        raise ConfigError("setting frontends must be at least 1")
+    if settings.frontends > 1 and settings.port == 0:
+        raise ConfigError("frontends > 1 needs a fixed port (they share it)")
+    if settings.frontends > 1 and not settings.broker:
+        raise ConfigError("frontends > 1 needs the cluster mode (broker): the "
+                          "front-ends share their jobs through it")

@@ -17,17 +17,41 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Protocol
 
 from compute.messages import Job, Outcome, job_key
 from server import logsetup, storage
 from server.journal import MAX_JOB_ID, JobJournal, JournalError
 from server.results import DAMAGED, ResultStore
-from server.statelock import StateDirError
 from server.pool.worker import error_body
-from server.status import StatusTable
+from server.statelock import StateDirError
+from server.executor import health_of
+from server.status import DONE, ERROR, EVICTED, RUNNING, StatusTable
 
 log = logsetup.get("jobs")
+
+
+class Service(Protocol):
+    """What the routes, the metrics and the server's life cycle use of a job service:
+    JobService below (embedded) and server.cluster.service.ClusterJobService offer it."""
+    accepting: bool
+    executor: Any
+    listeners: list[Callable[[str, Job, bool], None]]
+    shutdown_requested: asyncio.Event
+    linger_cut: asyncio.Event
+
+    async def submit(self, endpoint: str, question: str, state: str | None) -> int: ...
+    async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]: ...
+    async def entries(self, after: int) -> Iterator[tuple[int, str]]: ...
+    async def num_jobs(self) -> int: ...
+    @property
+    def running_count(self) -> int: ...
+    def health(self) -> dict[str, Any]: ...
+    def unready(self) -> str | None: ...
+    def begin_shutdown(self) -> None: ...
+    @property
+    def drained(self) -> bool: ...
+    async def wait_drained(self) -> None: ...
 
 
 class QueueFull(Exception):
@@ -38,8 +62,9 @@ class ShuttingDown(Exception):
     pass
 
 
-class StorageUnavailable(Exception):
-    """The job cannot be recorded now; the message says why (storage full...)."""
+class Unavailable(Exception):
+    """The job store cannot record or tell anything now; the message says why (a full
+    disk; cluster mode: Redis unreachable). Nothing was decided: the client retries."""
 
 
 class JobService:
@@ -132,18 +157,18 @@ class JobService:
         if not self.accepting:
             raise ShuttingDown
         if self.storage.fault:
-            raise StorageUnavailable(self.storage.fault)
+            raise Unavailable(self.storage.fault)
         if self.status.running_count >= self.max_queue:
             raise QueueFull
         if self.status.next_id > MAX_JOB_ID:
-            raise StorageUnavailable("no job ids are left (they have at most 18 digits)")
+            raise Unavailable("no job ids are left (they have at most 18 digits)")
         job = Job(self.status.next_id, endpoint, question, state)
         try:
             self.journal.append(job)
         except OSError as exc:
             # Nothing of the line is left and the id is not used up: the next job gets it.
             self.storage.failed(storage.describe("the job journal cannot be written", exc))
-            raise StorageUnavailable(self.storage.fault) from None
+            raise Unavailable(self.storage.fault) from None
         self.status.new_id()
         self.status.add_running(job.id)
         log.info("job_id=%d running %s question=%r state=%r", job.id, endpoint,
@@ -152,6 +177,46 @@ class JobService:
         for listener in self.listeners:
             listener("submitted", job, True)
         return job
+
+    # -- what the routes call; server.cluster.service.ClusterJobService offers the same
+    async def submit(self, endpoint: str, question: str, state: str | None) -> int:
+        job = self.accept(endpoint, question, state)
+        await self.durable()  # a failed fsync: journaled, runs, but not acknowledged
+        return job.id
+
+    async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]:
+        """(state, body): the body of a finished job; a running job is waited for up to
+        `wait` seconds first."""
+        state = self.status.state(job_id)
+        if state == RUNNING and wait > 0:
+            await self.status.wait(job_id, wait)
+            state = self.status.state(job_id)
+        if state in (DONE, ERROR):
+            try:
+                return state, await self.result(job_id, state == DONE)
+            except FileNotFoundError:
+                return EVICTED, None  # evicted between the lookup and the read
+        return state, None
+
+    async def entries(self, after: int) -> Iterator[tuple[int, str]]:
+        return self.status.entries(after)
+
+    async def num_jobs(self) -> int:
+        return self.status.running_count
+
+    @property
+    def running_count(self) -> int:
+        return self.status.running_count
+
+    def health(self) -> dict[str, Any]:
+        return {"storage_fault": self.storage.fault, "pool": health_of(self.executor)}
+
+    def unready(self) -> str | None:
+        """Why new jobs would not run now, or None."""
+        if self.storage.fault:
+            return self.storage.fault
+        pool = health_of(self.executor)
+        return None if pool["ready"] else f"not ready: {pool['reason']}"
 
     def on_done(self, finished: list[tuple[Job, Outcome]]) -> None:
         """Event loop: the workers have written these results; publish them."""
@@ -197,12 +262,12 @@ class JobService:
 
     async def durable(self) -> None:
         """Every journal line so far is on stable storage (fsync mode), or
-        StorageUnavailable."""
+        Unavailable."""
         try:
             await self.journal.durable()
         except OSError as exc:
             self.storage.failed(storage.describe("the job journal cannot be synced", exc))
-            raise StorageUnavailable(self.storage.fault) from None
+            raise Unavailable(self.storage.fault) from None
 
     async def _watch_storage(self) -> None:
         """Every second, off the event loop: is the storage failing, or back?"""

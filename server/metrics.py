@@ -18,13 +18,13 @@ from prometheus_client.registry import Collector
 from compute.messages import Job
 from server import logsetup
 from server.executor import health_of
-from server.jobs import JobService
+from server.jobs import Service
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
 
 
 class Metrics:
-    def __init__(self, service: JobService):
+    def __init__(self, service: Service):
         self.registry = CollectorRegistry()
         r = self.registry
         self.submitted = Counter("lestats_jobs_submitted", "Jobs accepted", ["endpoint"],
@@ -37,14 +37,16 @@ class Metrics:
         self.requests = Counter("lestats_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=r)
         Gauge("lestats_jobs_running", "Jobs queued or running",
-              registry=r).set_function(lambda: service.status.running_count)
+              registry=r).set_function(lambda: service.running_count)
         Gauge("lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown",
               registry=r).set_function(lambda: float(service.accepting))
-        Gauge("lestats_storage_writable", "0 while the journal or results cannot be "
-              "written (README: a full or read-only disk)",
-              registry=r).set_function(lambda: float(service.storage.fault is None))
-        Gauge("lestats_storage_faults", "Times the state dir went from writable to failing",
-              registry=r).set_function(lambda: service.storage.faults)
+        storage = getattr(service, "storage", None)  # the embedded mode's state dir
+        if storage is not None:
+            Gauge("lestats_storage_writable", "0 while the journal or results cannot be "
+                  "written (docs/guarantees.md: a full or read-only disk)",
+                  registry=r).set_function(lambda: float(storage.fault is None))
+            Gauge("lestats_storage_faults", "Times the state dir went from writable to "
+                  "failing", registry=r).set_function(lambda: storage.faults)
         Gauge("lestats_worker_deaths", "Worker processes that died unexpectedly",
               registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
         # Whether the deaths were made good: 0 while the pool is below its size, has no

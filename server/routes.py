@@ -19,13 +19,12 @@ from compute.endpoints import ENDPOINTS, Endpoint
 from server import cross_site, logsetup, status, validation
 from server.config import Settings
 from server.errors import error, expect_continue
-from server.executor import health_of
-from server.jobs import JobService, QueueFull, ShuttingDown, StorageUnavailable
+from server.jobs import QueueFull, Service, ShuttingDown, Unavailable
 from server.metrics import Metrics
 
 log = logsetup.get("http")
 
-SERVICE = web.AppKey("service", JobService)
+SERVICE = web.AppKey("service", Service)  # embedded JobService or cluster service
 DATASET = web.AppKey("dataset", Dataset)
 SETTINGS = web.AppKey("settings", Settings)
 INFO = web.AppKey("info", dict)
@@ -57,8 +56,7 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     try:
         body = validation.parse_body(await request.read())
         question, state = validation.job_fields(endpoint, body, request.app[DATASET])
-        job = service.accept(endpoint.name, question, state)
-        await service.durable()  # a failed fsync: journaled, runs, but not acknowledged
+        job_id = await service.submit(endpoint.name, question, state)
     except validation.BadRequest as exc:
         return error(400, str(exc))
     except ShuttingDown:
@@ -66,9 +64,16 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     except QueueFull:
         return error(503, "the job queue is full; retry later",
                      headers={"Retry-After": RETRY_AFTER})
-    except StorageUnavailable as exc:
-        return error(503, f"{exc}; retry later", headers={"Retry-After": RETRY_AFTER})
-    return web.json_response({"job_id": job.id})
+    except Unavailable as exc:
+        return unavailable(exc)
+    return web.json_response({"job_id": job_id})
+
+
+def unavailable(exc: Unavailable) -> web.Response:
+    """The job store cannot take or tell anything now (a full disk; cluster mode: Redis
+    unreachable): nothing was decided, the client retries."""
+    return error(503, f"{exc or 'the job store is unreachable'}; retry later",
+                 headers={"Retry-After": RETRY_AFTER})
 
 
 async def get_results(request: web.Request) -> web.Response:
@@ -80,23 +85,18 @@ async def get_results(request: web.Request) -> web.Response:
         wait = validation.wait_seconds(request.query.get("wait"), MAX_WAIT)
     except validation.BadRequest as exc:
         return error(400, str(exc))
-    state = service.status.state(job_id)
-    if state == status.RUNNING and "wait" not in request.query:
+    if "wait" not in request.query:
         # A poll without ?wait= (what existing clients send) usually arrives while its
         # job is in flight: a short grace answers it in this poll, not the next one.
         wait = request.app[SETTINGS].poll_grace
-    if state == status.RUNNING and wait > 0:
-        await service.status.wait(job_id, wait)
-        state = service.status.state(job_id)
+    try:
+        state, body = await service.lookup(job_id, wait)
+    except Unavailable as exc:
+        return unavailable(exc)
     if state == status.RUNNING:
         return web.json_response({"status": "running"})
-    if state in (status.DONE, status.ERROR):
-        try:
-            body = await service.result(job_id, state == status.DONE)
-        except FileNotFoundError:
-            state = status.EVICTED  # evicted between the lookup and the read
-        else:
-            return web.Response(body=body, content_type="application/json")
+    if body is not None:
+        return web.Response(body=body, content_type="application/json")
     if state == status.EVICTED:
         return error(410, f"job {job_id} finished long ago and its result was "
                           "evicted (README: retention)")
@@ -109,19 +109,20 @@ async def jobs(request: web.Request) -> web.StreamResponse:
     The full listing is the answer existing clients know, byte for byte, but built
     and sent LISTING_CHUNK entries at a time with the event loop free in between: at
     100,000 jobs, building it in one go held the loop ~100 ms per call."""
-    table = request.app[SERVICE].status
     try:
         after, limit = validation.listing_page(request.query.get("after"),
                                                request.query.get("limit"), MAX_PAGE)
+        entries = await request.app[SERVICE].entries(after)
     except validation.BadRequest as exc:
         return error(400, str(exc))
+    except Unavailable as exc:
+        return unavailable(exc)
     if limit is not None:
-        page = list(itertools.islice(table.entries(after), limit + 1))
+        page = list(itertools.islice(entries, limit + 1))
         more = len(page) > limit
         return web.json_response({
             "status": "done", "data": [{f"job_id_{i}": s} for i, s in page[:limit]],
             "next_after": page[limit - 1][0] if more else None})
-    entries = table.entries(after)
     chunk = list(itertools.islice(entries, LISTING_CHUNK))  # a failure here is a 500
     response = web.StreamResponse(headers={"Content-Type": "application/json; "
                                                            "charset=utf-8"})
@@ -142,7 +143,11 @@ async def jobs(request: web.Request) -> web.StreamResponse:
 
 
 async def num_jobs(request: web.Request) -> web.Response:
-    return web.json_response({"num_jobs": request.app[SERVICE].status.running_count})
+    try:
+        count = await request.app[SERVICE].num_jobs()
+    except Unavailable as exc:
+        return unavailable(exc)
+    return web.json_response({"num_jobs": count})
 
 
 def admin_refusal(request: web.Request) -> web.Response | None:
@@ -186,8 +191,7 @@ async def info(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     pids = service.executor.pids() if service.executor else {}
     return web.json_response({**request.app[INFO], "accepting": service.accepting,
-                              "storage_fault": service.storage.fault,
-                              "pool": health_of(service.executor),
+                              **service.health(),
                               "pids": {"parent": os.getpid(), **pids}})
 
 
@@ -209,11 +213,9 @@ async def readyz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     if not service.accepting:
         return error(503, "shutting down")
-    if service.storage.fault:
-        return error(503, service.storage.fault)
-    pool = health_of(service.executor)
-    if not pool["ready"]:  # jobs are still accepted (journaled) and run once it is
-        return error(503, f"not ready: {pool['reason']}")
+    reason = service.unready()
+    if reason:  # embedded: jobs are still accepted (journaled) while only the pool is not
+        return error(503, reason)
     return web.json_response({"status": "ready"})
 
 

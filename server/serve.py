@@ -24,7 +24,7 @@ from server.app import init_app
 from server.config import Settings
 from server.errors import JsonAppRunner
 from server.executor import health_of
-from server.jobs import JobService
+from server.jobs import JobService, Service
 from server.pool import LocalPool
 from server.statelock import StateDirError, StateLock
 
@@ -35,8 +35,12 @@ class StartupError(Exception):
     """Start-up cannot go on; the message is one line for the operator."""
 
 
-def serve(settings: Settings) -> int:
-    """Run until shut down; the process exit code."""
+def serve(settings: Settings, reuse_port: bool = False) -> int:
+    """Run until shut down; the process exit code. `reuse_port`: listen with
+    SO_REUSEPORT, beside the other front-ends of `--frontends N` (cluster mode)."""
+    if settings.frontends > 1:
+        from server.cluster.frontends import supervise
+        return supervise(settings)
     try:
         writer = logsetup.configure(settings.log_file)
     except OSError as exc:
@@ -49,7 +53,7 @@ def serve(settings: Settings) -> int:
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
-        return runner(_serve(settings))
+        return runner(_serve(settings, reuse_port))
     except (DataError, StartupError, StateDirError) as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -59,20 +63,25 @@ def serve(settings: Settings) -> int:
         writer.stop()
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, reuse_port: bool) -> int:
+    if settings.broker:  # cluster mode (docs/cluster.md); Redis is imported only here
+        from server.cluster.service import ClusterJobService
+        return await _serve_with(ClusterJobService(
+            settings.broker, max_queue=settings.max_queue, retain=settings.max_results),
+            settings, reuse_port)
     # First of all: a second server on this state dir stops here, having touched nothing.
     lock = StateLock.take(settings.state_dir)
     try:
-        return await _serve_locked(settings)
+        return await _serve_with(JobService(
+            settings.state_dir, max_queue=settings.max_queue, retain=settings.max_results,
+            fsync=settings.fsync), settings, reuse_port)
     finally:
         lock.release()
 
 
-async def _serve_locked(settings: Settings) -> int:
+async def _serve_with(service: Service, settings: Settings, reuse_port: bool) -> int:
     started = time.monotonic()
     loop = asyncio.get_running_loop()
-    service = JobService(settings.state_dir, max_queue=settings.max_queue,
-                         retain=settings.max_results, fsync=settings.fsync)
     # From the first moment: a signal during start-up shuts down gracefully once up.
     _on_signals(loop, service)
     _raise_file_limit()
@@ -94,18 +103,17 @@ async def _serve_locked(settings: Settings) -> int:
         stack.callback(shared.release)
         dataset = shared.dataset  # the parent, too, reads the one shared copy
         release_memory()
-        stack.callback(service.close)
-        unfinished = service.open(fingerprint)
-        pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
-                         service.on_done, job_timeout=settings.job_timeout)
-        pool.start()
-        stack.push_async_callback(pool.stop)
-        service.start(pool, unfinished)
+        if isinstance(service, JobService):
+            workers = _start_embedded(service, shared, settings, stack, fingerprint)
+        else:
+            from server.cluster.service import start
+            await start(service, shared, settings, stack, fingerprint)
+            workers = settings.workers  # 0: a pure front-end
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
                 "rows_ignored": dataset.rows_ignored, "dataset_fingerprint": fingerprint,
                 "questions": dataset.questions,
-                "states": dataset.locations, "workers": settings.worker_count,
+                "states": dataset.locations, "workers": workers,
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)
@@ -117,16 +125,16 @@ async def _serve_locked(settings: Settings) -> int:
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         try:
-            await _site(runner, settings.host, settings.port).start()
+            await _site(runner, settings.host, settings.port, reuse_port).start()
         except OSError as exc:
             raise StartupError(f"cannot listen on {_address(settings.host)}:"
                                f"{settings.port} ({exc.strerror or exc})") from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
-                 _address(settings.host), settings.port, settings.worker_count,
+                 _address(settings.host), settings.port, workers,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
         await service.shutdown_requested.wait()
-        if not await _drain(service, pool, settings.job_timeout):
+        if not await _drain(service, settings.job_timeout):
             return 1
         log.info("all accepted jobs finished; serving results for %g s more",
                  settings.shutdown_linger, extra=logsetup.CONSOLE)
@@ -135,15 +143,30 @@ async def _serve_locked(settings: Settings) -> int:
     return 0
 
 
-def _site(runner: web.AppRunner, host: str, port: int) -> web.BaseSite:
+def _start_embedded(service: JobService, shared: SharedDataset, settings: Settings,
+                    stack: contextlib.AsyncExitStack, fingerprint: str) -> int:
+    """Recover what an earlier run left, start the worker pool; its size."""
+    stack.callback(service.close)
+    unfinished = service.open(fingerprint)
+    pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
+                     service.on_done, job_timeout=settings.job_timeout)
+    pool.start()
+    stack.push_async_callback(pool.stop)
+    service.start(pool, unfinished)
+    return settings.worker_count
+
+
+def _site(runner: web.AppRunner, host: str, port: int, reuse_port: bool) -> web.BaseSite:
     """Where to listen. `::` (every IPv6 address) is dual-stack, IPv4 included, as
     operators expect of it; asyncio would make it IPv6-only (IPV6_V6ONLY)."""
     if host not in ("::", "[::]"):
-        return web.TCPSite(runner, host, port, backlog=2048)
+        return web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port or None)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("::", port))
     except OSError:
         sock.close()
@@ -156,7 +179,7 @@ def _address(host: str) -> str:
     return f"[{host.strip('[]')}]" if ":" in host else host
 
 
-async def _drain(service: JobService, pool: LocalPool, patience: float) -> bool:
+async def _drain(service: Service, patience: float) -> bool:
     """Wait until every accepted job has finished — but not for a pool that cannot run
     them: after `patience` seconds in a row without a ready pool, give up (False). The
     jobs left are in the journal and run at the next start; the exit code (1) tells a
@@ -166,7 +189,7 @@ async def _drain(service: JobService, pool: LocalPool, patience: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.wait_drained(), 1.0)
             return True
-        health = health_of(pool)
+        health = health_of(service.executor)
         if health["ready"]:
             unready_since = None
             continue
@@ -175,7 +198,7 @@ async def _drain(service: JobService, pool: LocalPool, patience: float) -> bool:
         if now - unready_since >= patience:
             log.error("stopping with %d unfinished job(s): the worker pool has not been "
                       "ready for %.0f s (%s); they stay in the journal and run at the next "
-                      "start", service.status.running_count, now - unready_since,
+                      "start", service.running_count, now - unready_since,
                       health["reason"], extra=logsetup.CONSOLE)
             return False
 
@@ -190,7 +213,7 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _on_signals(loop: asyncio.AbstractEventLoop, service: JobService) -> None:
+def _on_signals(loop: asyncio.AbstractEventLoop, service: Service) -> None:
     def requested(signum: int) -> None:
         if service.shutdown_requested.is_set():
             service.linger_cut.set()  # a second signal: do not wait for the linger
@@ -203,6 +226,6 @@ def _on_signals(loop: asyncio.AbstractEventLoop, service: JobService) -> None:
         loop.add_signal_handler(signum, requested, signum)
 
 
-async def _linger(service: JobService, seconds: float) -> None:
+async def _linger(service: Service, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(service.linger_cut.wait(), seconds)

@@ -341,9 +341,7 @@ class Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LESTATS_LOG_FILE": str(self.workdir / "webserver.log"),
                "LESTATS_SHUTDOWN_LINGER": "0", "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--data", str(self.data),
-                   "--workers", str(self.workers), "--state-dir", str(self.workdir / "state")]
+        command = self.command()
         self._stderr = open(self.workdir / "server.stderr", "wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -354,6 +352,13 @@ class Server:
         except BaseException:  # also Ctrl-C: never leave a server behind
             self.stop()
             raise
+
+    def command(self) -> list[str]:
+        """`lestats serve` as an operator starts it (tests.load.cluster_bench adds the
+        cluster flags)."""
+        return [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--data", str(self.data),
+                "--workers", str(self.workers), "--state-dir", str(self.workdir / "state")]
 
     def _wait_ready(self, timeout: float) -> "Server":
         deadline = self.started + timeout
@@ -578,7 +583,8 @@ def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
 # -- 3 and 4. locust runs ------------------------------------------------------------------
 def run_locust(server: Server, user_class: str, users: int, plan: Plan, workdir: Path,
                poll: str | None = None, processes: int | None = None,
-               profile: Path | None = None) -> dict:
+               profile: Path | None = None, groups=None) -> dict:
+    """`groups(locust_pid)`: the CPU-time readers to sample (default: process_groups)."""
     processes = plan.processes if processes is None else processes
     samples_dir = workdir / "samples"
     shutil.rmtree(samples_dir, ignore_errors=True)
@@ -601,7 +607,7 @@ def run_locust(server: Server, user_class: str, users: int, plan: Plan, workdir:
     before = server_cpu(server)
     locust = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output,
                               stderr=subprocess.STDOUT, start_new_session=True)
-    sampler = CpuSampler(process_groups(server, locust.pid))
+    sampler = CpuSampler(groups(locust.pid) if groups else process_groups(server, locust.pid))
     sampler.start()
     spy = None
     if profile is not None:

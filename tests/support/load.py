@@ -76,13 +76,15 @@ class ClientLoad:
     killed: counted in `unreachable`) or when stop() is called. Any other surprise
     (a wrong status, a duplicate id) is raised again by stop()."""
 
-    def __init__(self, url: str, mix: JobMix, clients: int = 6, seed: int = 0,
-                 max_jobs: int = 5000):
-        self.url = url
+    def __init__(self, url: str | list[str], mix: JobMix, clients: int = 6, seed: int = 0,
+                 max_jobs: int = 5000, polls: bool = True):
+        self.polls = polls  # False: only POST (a test whose results get evicted)
+        self.urls = [url] if isinstance(url, str) else list(url)  # several: round robin
         self.mix = mix
         self.acknowledged: dict[int, tuple[str, dict]] = {}
         self.done_seen: set[int] = set()
         self.refused = 0
+        self.retry_after: set[str | None] = set()  # Retry-After headers of the 503s
         self.unreachable = 0
         self.failures: list[BaseException] = []
         self._stop = threading.Event()
@@ -104,13 +106,21 @@ class ClientLoad:
         if self.failures:
             raise self.failures[0]
 
+    def ids(self) -> set[int]:
+        """The ids acknowledged so far (a copy: the clients keep adding)."""
+        with self._lock:
+            return set(self.acknowledged)
+
     def _client(self, seed: int) -> None:
         rng = random.Random(seed)
         mine: list[int] = []
+        turn = seed
         while not self._stop.is_set() and len(self.acknowledged) < self._max_jobs:
             try:
                 endpoint, body = self.mix.pick(rng)
-                status, answer, _ = http(f"{self.url}/api/{endpoint}", "POST", body)
+                url = self.urls[turn % len(self.urls)]
+                turn += 1
+                status, answer, headers = http(f"{url}/api/{endpoint}", "POST", body)
                 if status == 200:
                     with self._lock:
                         assert answer["job_id"] not in self.acknowledged, answer
@@ -120,9 +130,12 @@ class ClientLoad:
                     assert status == 503, (status, answer)
                     with self._lock:
                         self.refused += 1
-                if mine and rng.random() < 0.5:
+                        self.retry_after.add(headers.get("Retry-After"))
+                if self.polls and mine and rng.random() < 0.5:
                     job_id = rng.choice(mine)
-                    status, result, _ = http(f"{self.url}/api/get_results/{job_id}")
+                    status, result, _ = http(f"{url}/api/get_results/{job_id}")
+                    if status == 503:  # cluster mode: Redis is restarting
+                        continue
                     assert status == 200, (job_id, status, result)
                     if result["status"] == "done":
                         with self._lock:
