@@ -29,4 +29,12 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("mean_by_category", False, False, "Mean per (state, category, stratification)"),
     Endpoint("state_mean_by_category", True, False,
              "Mean per (category, stratification) of one state"),
+    Endpoint("state_trend", True, False, "Mean of one state per YearStart, years ascending"),
+    Endpoint("state_estimate", True, False,
+             "Sample-size-weighted estimate of one state's Total rows, with a 95 % CI"),
+    Endpoint("states_estimate", False, False,
+             "The same estimate for every location, ascending (ties by name)"),
 )}
+
+# Optional body fields of every statistic: an inclusive range of years.
+YEAR_FIELDS = ("year_start", "year_end")

@@ -71,18 +71,20 @@ class JobService:
                      extra=logsetup.CONSOLE)
             executor.submit(unfinished)
 
-    def accept(self, endpoint: str, question: str, state: str | None) -> Job:
+    def accept(self, endpoint: str, question: str, state: str | None,
+               year_start: int | None = None, year_end: int | None = None) -> Job:
         """Take a validated job (event loop only). The journal line is written before
         the id leaves this function."""
         if not self.accepting:
             raise ShuttingDown
         if self.status.running_count >= self.max_queue:
             raise QueueFull
-        job = Job(self.status.new_id(), endpoint, question, state)
+        job = Job(self.status.new_id(), endpoint, question, state, year_start, year_end)
         self.journal.append(job)
         self.status.add_running(job.id)
-        log.info("job_id=%d running %s question=%r state=%r", job.id, endpoint,
-                 question, state)
+        log.info("job_id=%d running %s question=%r state=%r%s", job.id, endpoint,
+                 question, state, "" if year_start is None and year_end is None
+                 else f" years={year_start}..{year_end}")
         self.executor.submit((job,))
         for listener in self.listeners:
             listener("submitted", job, True)

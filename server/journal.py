@@ -59,7 +59,9 @@ class JobJournal:
                             evicted.update(int(i) for i in record["evicted"])
                         else:
                             job = Job(int(record["id"]), record["endpoint"],
-                                      record["question"], record.get("state"))
+                                      record["question"], record.get("state"),
+                                      _year(record.get("year_start")),
+                                      _year(record.get("year_end")))
                             jobs[job.id] = job
                             next_id = max(next_id, job.id + 1)
                     except (ValueError, KeyError, TypeError):
@@ -126,5 +128,15 @@ def _line(record: dict) -> bytes:
 
 
 def _record(job: Job) -> bytes:
-    return _line({"id": job.id, "endpoint": job.endpoint, "question": job.question,
-                  "state": job.state})
+    record = {"id": job.id, "endpoint": job.endpoint, "question": job.question,
+              "state": job.state}
+    # A year range only when the job has one: the lines of the original nine
+    # statistics stay as they were.
+    for name in ("year_start", "year_end"):
+        if getattr(job, name) is not None:
+            record[name] = getattr(job, name)
+    return _line(record)
+
+
+def _year(value) -> int | None:
+    return None if value is None else int(value)

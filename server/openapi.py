@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 
-from compute.endpoints import ENDPOINTS
+from compute.endpoints import ENDPOINTS, YEAR_FIELDS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -27,8 +27,11 @@ def _errors(*codes: int) -> dict:
 def _statistic(name: str) -> dict:
     endpoint = ENDPOINTS[name]
     required = ["question", "state"] if endpoint.needs_state else ["question"]
+    years = {f: {"type": ["integer", "null"],
+                 "description": "optional, inclusive: rows with YearStart ≥ year_start and "
+                                "YearEnd ≤ year_end (docs/analytics.md)"} for f in YEAR_FIELDS}
     body = {"type": "object", "required": required,
-            "properties": {f: {"type": "string"} for f in required}}
+            "properties": {**{f: {"type": "string"} for f in required}, **years}}
     accepted = _json({"$ref": "#/components/schemas/JobId"}, "job accepted")
     accepted["links"] = {"result": {"operationId": "get_results",
                                     "parameters": {"job_id": "$response.body#/job_id"}}}
@@ -83,6 +86,12 @@ def document() -> dict:
                                          "enum": ["lower", "higher", None]}}}}}})
     paths["/api/states"] = _get("states", "The locations in the data", {
         "type": "object", "required": ["states"], "properties": {"states": _STRINGS}})
+    paths["/api/years"] = _get("years", "The years the data covers (the valid year range)", {
+        "type": "object", "required": ["first", "last", "years", "year_end_column"],
+        "properties": {"first": {"type": ["integer", "null"]},
+                       "last": {"type": ["integer", "null"]},
+                       "years": {"type": "array", "items": {"type": "integer"}},
+                       "year_end_column": {"type": "boolean"}}})
     paths["/healthz"] = _get("healthz", "The process is alive", _OBJECT)
     paths["/readyz"] = _get("readyz", "Data loaded and accepting jobs", _OBJECT, 503)
     paths["/openapi.json"] = _get("openapi", "This document", _OBJECT)
@@ -134,4 +143,7 @@ def served(dataset) -> dict:
             else list(dataset.questions)
         if endpoint.needs_state:
             schema["state"]["enum"] = list(dataset.locations)
+        if dataset.years:
+            for name in YEAR_FIELDS:
+                schema[name].update(minimum=dataset.years[0], maximum=dataset.years[-1])
     return doc

@@ -38,7 +38,8 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     try:
         body = validation.parse_body(await request.read())
         question, state = validation.job_fields(endpoint, body, request.app[DATASET])
-        job = service.accept(endpoint.name, question, state)
+        years = validation.year_fields(body, request.app[DATASET])
+        job = service.accept(endpoint.name, question, state, *years)
     except validation.BadRequest as exc:
         return error(400, str(exc))
     except ShuttingDown:
@@ -131,6 +132,10 @@ async def questions(request: web.Request) -> web.Response:
                                             for q in ds.questions]})
 
 
+async def years(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DATASET].year_summary())
+
+
 async def states(request: web.Request) -> web.Response:
     return web.json_response({"states": request.app[DATASET].locations})
 
@@ -162,6 +167,7 @@ ROUTES = [
     web.get("/api/info", info),
     web.get("/api/questions", questions),
     web.get("/api/states", states),
+    web.get("/api/years", years),
     web.get("/healthz", healthz),
     web.get("/readyz", readyz),
     web.get("/metrics", metrics),

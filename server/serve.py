@@ -76,6 +76,9 @@ async def _serve(settings: Settings) -> int:
              len(dataset.questions), len(dataset.locations),
              " — SYNTHETIC demo data, not real CDC figures" if synthetic else "",
              extra=logsetup.CONSOLE)
+    if not dataset.year_end_column:
+        log.warning("%s has no YearEnd column: each row's YearEnd is taken to be its "
+                    "YearStart (docs/analytics.md)", path, extra=logsetup.CONSOLE)
     async with contextlib.AsyncExitStack() as stack:
         shared = SharedDataset.create(dataset)
         stack.callback(shared.release)
@@ -91,7 +94,8 @@ async def _serve(settings: Settings) -> int:
         info = {"file": str(path), "synthetic": synthetic,
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
                 "rows_ignored": dataset.rows_ignored, "questions": dataset.questions,
-                "states": dataset.locations, "workers": settings.worker_count,
+                "states": dataset.locations, "years": dataset.year_summary(),
+                "workers": settings.worker_count,
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)
