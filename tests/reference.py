@@ -136,8 +136,9 @@ class Reference:
     def state_trend(self, question, state):
         years = sorted({r[5] for r in self.rows
                         if r[0] == question and r[1] == state and r[5] is not None})
-        return {state: {str(y): self._mean(lambda r: r[0] == question and r[1] == state
-                                           and r[5] == y) for y in years}}
+        return {state: {str(y): self._mean(
+            lambda r, y=y: r[0] == question and r[1] == state and r[5] == y)
+            for y in years}}
 
     def _estimate(self, question, state):
         n_sum = nv_sum = variance = 0.0
