@@ -193,7 +193,7 @@ function yearsText() {
 function drawMap() {
   const values = shownValues();
   const onMap = new Set(view.shapes.map((s) => s.name));
-  const others = view.states.filter((s) => !onMap.has(s) && s in values);
+  const others = Object.keys(values).filter((s) => !onMap.has(s));
   const classes = StateMap.classify(Object.values(values));
   const describe = (v) => (v === null || v === undefined ? "no data" : `${fmt(v)}${UNIT}`);
   StateMap.draw($("map"), view.shapes, (s) => values[s], classes.colorOf, describe,
@@ -352,12 +352,14 @@ function drawTrend(state) {
   const chart = replaceChart("trend", {
     type: "line",
     data: {labels: rows.map((r) => String(r.year)), datasets: [
+      // The band joins the intervals of the years that have an estimate (a year
+      // without one is bridged, as the lines are; the points mark the real years).
       {label: "95 % CI low", data: series("ci_low"), borderWidth: 0, pointRadius: 0,
-       fill: false, spanGaps: false},
+       fill: false, spanGaps: true},
       {label: "95 % interval of the estimate", data: series("ci_high"), borderWidth: 0,
-       pointRadius: 0, backgroundColor: COLORS.band, fill: "-1", spanGaps: false},
+       pointRadius: 0, backgroundColor: COLORS.band, fill: "-1", spanGaps: true},
       {label: "Estimate (Total rows)", data: series("estimate"), borderColor: COLORS.state,
-       backgroundColor: COLORS.state, spanGaps: false},
+       backgroundColor: COLORS.state, spanGaps: true},
       {label: "Mean of all rows", data: series("mean"), borderColor: COLORS.line,
        backgroundColor: COLORS.line, borderDash: [6, 4], spanGaps: true},
     ]},
