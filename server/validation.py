@@ -76,7 +76,7 @@ def year_fields(body: dict, ds: Dataset) -> tuple[int | None, int | None]:
     if not years:
         raise BadRequest("the data has no YearStart/YearEnd values, so it cannot be "
                          "filtered by year")
-    covered = f"the data covers {years[0]}–{years[-1]}"
+    covered = f"the data covers {years[0]}-{years[-1]}"
     for name, value in given.items():
         if value is None:
             continue
@@ -85,7 +85,7 @@ def year_fields(body: dict, ds: Dataset) -> tuple[int | None, int | None]:
             raise BadRequest(f"the field '{name}' must be an integer year; {covered}")
         if not years[0] <= value <= years[-1]:
             raise BadRequest(f"{name} {value} is outside the years the data covers "
-                             f"({years[0]}–{years[-1]})")
+                             f"({years[0]}-{years[-1]})")
     start, end = given["year_start"], given["year_end"]
     if start is not None and end is not None and start > end:
         raise BadRequest(f"year_start {start} is after year_end {end}; {covered}")

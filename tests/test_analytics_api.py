@@ -95,7 +95,7 @@ BAD_RANGES = [
 
 async def test_bad_year_ranges_name_the_covered_range(api):
     years = (await (await api.get("/api/years")).json())
-    covered = f"{years['first']}–{years['last']}"
+    covered = f"{years['first']}-{years['last']}"
     for (fields, words), endpoint in itertools.product(BAD_RANGES, ENDPOINTS):
         body = {"question": OBESITY, "state": "Ohio", **fields}
         response = await api.post(f"/api/{endpoint}", json=body)

@@ -156,7 +156,7 @@ async def test_a_year_outside_the_data_is_the_servers_400(server):
     async with Client(server[0], timeout=30) as client:
         with pytest.raises(ClientError) as caught:
             await client.state_trend(QUESTION, "Ohio", year_start=1990)
-    assert caught.value.status == 400 and "2011–2022" in caught.value.reason
+    assert caught.value.status == 400 and "2011-2022" in caught.value.reason
 
 
 def test_ask_a_trend_with_years(server, expected, capsys):
