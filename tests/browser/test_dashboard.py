@@ -409,6 +409,9 @@ def test_usable_on_a_420_pixel_phone(browser, server):
                                   reduced_motion="reduce", is_mobile=True)
     context.set_default_timeout(BROWSER_MS)
     tab = context.new_page()
+    problems: list[str] = []
+    tab.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    tab.on("pageerror", lambda e: problems.append(str(e)))
     try:
         _open(tab, server.url, "?state=Ohio")
         _wait_map(tab, "mean of all rows")
@@ -420,5 +423,6 @@ def test_usable_on_a_420_pixel_phone(browser, server):
         assert layout["scroll"] <= 420  # nothing wider than the screen
         assert 300 <= layout["map"] <= 420
         assert layout["bars"] == "y"  # the ranking's bars lie down on a phone
+        assert problems == []
     finally:
         context.close()
