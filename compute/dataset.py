@@ -109,22 +109,24 @@ class Dataset:
         return {"first": years[0] if years else None, "last": years[-1] if years else None,
                 "years": years, "year_end_column": self.year_end_column}
 
-    def restricted(self, q: int, year_start: int | None, year_end: int | None) -> Dataset:
-        """This dataset cut down to question q's rows with YearStart ≥ year_start and
-        YearEnd ≤ year_end (either bound may be None; a row without the year a bound
-        reads is outside it). The rows stay sorted, so the
-        statistics run unchanged on it; the names and their cached keys are shared."""
-        rows = self.question_slice(q)
+    def restricted(self, q: int, rows: slice, year_start: int | None,
+                   year_end: int | None) -> Dataset:
+        """This dataset cut down to `rows` (question q's slice, or a part of it such as
+        one state's run) with YearStart ≥ year_start and YearEnd ≤ year_end (either
+        bound may be None; a row without the year a bound reads is outside it), all
+        as question q's rows. They stay sorted, so the statistics run unchanged on it;
+        the names and their cached keys are shared."""
         keep = np.ones(rows.stop - rows.start, dtype=bool)
         if year_start is not None:
             keep &= self.arrays["year"][rows] >= year_start
         if year_end is not None:
             end = self.arrays["year_end"][rows]
             keep &= (end > 0) & (end <= year_end)  # 0: no YearEnd, so not inside
-        arrays = {name: array[rows][keep] for name, array in self.arrays.items()
+        # take() with positions: several times faster than a boolean mask per array.
+        index = np.flatnonzero(keep) + rows.start
+        arrays = {name: array.take(index) for name, array in self.arrays.items()
                   if name != "question_offsets"}
-        kept = int(keep.sum())
-        offsets = np.full(len(self.questions) + 1, kept, dtype=np.int64)
+        offsets = np.full(len(self.questions) + 1, index.size, dtype=np.int64)
         offsets[:q + 1] = 0
         arrays["question_offsets"] = offsets
         # Built once on this dataset, before the copy, so that every copy shares them.

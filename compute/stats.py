@@ -218,7 +218,10 @@ def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None,
     q = ds.question_index[question]
     s = ds.location_index[state] if spec.needs_state else None
     if year_start is not None or year_end is not None:
-        ds = ds.restricted(q, year_start, year_end)
+        # Most one-state statistics read the state's run only: filter just that.
+        rows = ds.question_slice(q) if s is None or spec.reads_all_states \
+            else _state_rows(ds, q, s)
+        ds = ds.restricted(q, rows, year_start, year_end)
     # orjson: the shortest round-trip repr of every float, like json, but ~10x faster on
     # the large by-category answers. NaN/Infinity cannot occur: empty groups are
     # omitted or null.
