@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from compute.endpoints import YEAR_FIELDS
 from compute.messages import Job
 from server import logsetup
 from server.results import sync_directory
@@ -132,7 +133,7 @@ def _record(job: Job) -> bytes:
               "state": job.state}
     # A year range only when the job has one: the lines of the original nine
     # statistics stay as they were.
-    for name in ("year_start", "year_end"):
+    for name in YEAR_FIELDS:
         if getattr(job, name) is not None:
             record[name] = getattr(job, name)
     return _line(record)

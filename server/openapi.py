@@ -133,17 +133,29 @@ def document() -> dict:
 def served(dataset) -> dict:
     """The document as this server serves it: the request bodies name the questions
     and states of the loaded data (enums), so a client or a fuzzer knows which values
-    are valid; best5/worst5 list only the questions with a direction."""
+    are valid; best5/worst5 list only the questions with a direction; the year fields
+    carry the data's range."""
     doc = copy.deepcopy(document())
     directed = [q for q in dataset.questions if dataset.direction(q) is not None]
     for name, endpoint in ENDPOINTS.items():
-        schema = doc["paths"][f"/api/{name}"]["post"]["requestBody"]["content"][
-            "application/json"]["schema"]["properties"]
+        body = doc["paths"][f"/api/{name}"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]
+        schema = body["properties"]
         schema["question"]["enum"] = directed if endpoint.needs_direction \
             else list(dataset.questions)
         if endpoint.needs_state:
             schema["state"]["enum"] = list(dataset.locations)
         if dataset.years:
-            for name in YEAR_FIELDS:
-                schema[name].update(minimum=dataset.years[0], maximum=dataset.years[-1])
+            first, last = dataset.years[0], dataset.years[-1]
+            for field in YEAR_FIELDS:
+                schema[field].update(minimum=first, maximum=last)
+            body["anyOf"] = _ordered_years(first, last)
     return doc
+
+
+def _ordered_years(first: int, last: int) -> list[dict]:
+    """year_start ≤ year_end, in the only way JSON Schema can say it (it cannot compare
+    two fields): some year y of the data's range lies between them. A field that is
+    absent or null satisfies its half, as it is no bound."""
+    return [{"properties": {"year_start": {"maximum": year}, "year_end": {"minimum": year}}}
+            for year in range(first, last + 1)]

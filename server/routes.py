@@ -1,6 +1,6 @@
 """Every route of the service, visible in one screen (ROUTES at the bottom).
 
-The nine statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
+The statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
 `POST /api/<name>` served by the same `submit` handler.
 """
 from __future__ import annotations

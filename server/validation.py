@@ -80,7 +80,10 @@ def year_fields(body: dict, ds: Dataset) -> tuple[int | None, int | None]:
     for name, value in given.items():
         if value is None:
             continue
-        # bool is an int in Python, and 2015.0 is not a year: both are refused.
+        # bool is an int in Python: refused. 2015.0 is an integer to JSON Schema (and
+        # to the OpenAPI document a client validates against): taken as 2015.
+        if isinstance(value, float) and value.is_integer():
+            value = given[name] = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise BadRequest(f"the field '{name}' must be an integer year; {covered}")
         if not years[0] <= value <= years[-1]:

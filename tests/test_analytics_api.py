@@ -58,12 +58,16 @@ async def test_every_statistic_with_a_year_range(api, tricky_csv):
 
 
 async def test_null_years_are_no_range(api, tricky_csv):
-    """A client that always sends both fields may send null for "no bound"."""
+    """A client that always sends both fields may send null for "no bound"; 2016.0
+    is the year 2016 (an integer to JSON Schema)."""
     for endpoint in ("states_mean", "states_estimate"):
         plain = await _answer(api, endpoint, {"question": OBESITY})
         nulls = await _answer(api, endpoint, {"question": OBESITY, "year_start": None,
                                               "year_end": None})
         assert nulls == plain
+        whole = await _answer(api, endpoint, {"question": OBESITY, "year_start": 2016.0})
+        assert whole == await _answer(api, endpoint, {"question": OBESITY,
+                                                      "year_start": 2016}) != plain
         assert_close(plain, Reference(tricky_csv).answer(endpoint, OBESITY))
 
 
@@ -83,7 +87,8 @@ async def test_the_range_is_part_of_the_answer_cache_key(api):
 
 BAD_RANGES = [
     ({"year_start": "2015"}, "'year_start' must be an integer year"),
-    ({"year_end": 2015.0}, "'year_end' must be an integer year"),
+    ({"year_end": 2015.5}, "'year_end' must be an integer year"),
+    ({"year_end": float("inf")}, "'year_end' must be an integer year"),
     ({"year_start": True}, "'year_start' must be an integer year"),
     ({"year_start": [2015]}, "'year_start' must be an integer year"),
     ({"year_start": 2010}, "year_start 2010 is outside the years the data covers"),
