@@ -92,9 +92,14 @@ def _estimate_table(data: Answer) -> str:
         return "(no data)"
     lines = [[state, *(["no data"] + [""] * 4 if value is None else
                        [f"{value[c]:.3f}" for c in ESTIMATE_COLUMNS[:3]]
-                       + [f"{value[c]:g}" for c in ESTIMATE_COLUMNS[3:]])]
+                       + [_count(value[c]) for c in ESTIMATE_COLUMNS[3:]])]
              for state, value in data.items()]
     return _render(["state", *ESTIMATE_COLUMNS], lines, numbers=len(ESTIMATE_COLUMNS))
+
+
+def _count(value: float) -> str:
+    """Rows and sample sizes are whole numbers: written in full (4717, not 4.7e+03)."""
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
 
 
 def _render(header: list[str], lines: list[list[str]], numbers: int = 1) -> str:

@@ -185,6 +185,7 @@ function nationalReference() {
 }
 
 function yearsText() {
+  if (view.from === null) return "all years";  // a data file without years
   return view.from === view.to ? `${view.from}` : `${view.from}–${view.to}`;
 }
 
