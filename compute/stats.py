@@ -188,9 +188,12 @@ def states_estimate(ds: Dataset, q: int, s: None = None) -> dict:
     sums = [np.bincount(location, weights=w, minlength=size).tolist() for w in (n, nv, n2s2)]
     present = np.unique(ds.arrays["location"][rows]).tolist()
     answers = {c: _estimate(count[c], sums[0][c], sums[1][c], sums[2][c]) for c in present}
-    order = sorted(present, key=lambda c: (answers[c] is None,
-                                           answers[c]["estimate"] if answers[c] else 0.0, c))
-    return {ds.locations[c]: answers[c] for c in order}
+
+    def rank(c: int) -> tuple:
+        found = answers[c]
+        return (found is None, 0.0 if found is None else found["estimate"], c)
+
+    return {ds.locations[c]: answers[c] for c in sorted(present, key=rank)}
 
 
 # The statistic behind each endpoint of compute.endpoints.ENDPOINTS.
