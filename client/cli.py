@@ -28,6 +28,10 @@ def add_ask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                      help=f"one of: {', '.join(ENDPOINTS)}")
     ask.add_argument("--question", required=True, help="the question's full text")
     ask.add_argument("--state", help="for state_* endpoints: a LocationDesc, e.g. Ohio")
+    ask.add_argument("--year-start", type=int, metavar="YEAR",
+                     help="only rows with YearStart >= YEAR (docs/analytics.md)")
+    ask.add_argument("--year-end", type=int, metavar="YEAR",
+                     help="only rows with YearEnd <= YEAR")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     ask.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
     ask.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
@@ -39,7 +43,8 @@ def add_ask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
 def run_ask(args: argparse.Namespace) -> int:
     async def ask() -> Answer:
         async with Client(args.url, args.timeout) as client:
-            return await client.ask(args.endpoint, args.question, args.state)
+            return await client.ask(args.endpoint, args.question, args.state,
+                                    year_start=args.year_start, year_end=args.year_end)
 
     try:
         data = asyncio.run(ask())
@@ -61,21 +66,51 @@ def run_ask(args: argparse.Namespace) -> int:
 
 def table(endpoint: str, data: Answer) -> str:
     """The answer as aligned columns: one row per value, tuple keys split into
-    columns (state, category, stratification), numbers right-aligned to 3 decimals."""
+    columns (state, category, stratification), numbers right-aligned to 3 decimals;
+    an estimate is one row per state with its interval, rows and sample size."""
+    if endpoint in ESTIMATES:
+        return _estimate_table(data)
     rows = _rows(data)
     if not rows:
         return "(no data)"
     width = max(len(cells) for cells, _ in rows)
-    keys = [""] if endpoint == "global_mean" else list(KEY_COLUMNS[:width])
+    keys = [""] if endpoint == "global_mean" else \
+        ["state", "year"] if endpoint == "state_trend" else list(KEY_COLUMNS[:width])
     keys += [""] * (width - len(keys))
     header = [*keys, "global − state" if "diff" in endpoint else "mean"]
     lines = [[*cells, *[""] * (width - len(cells)),
               "no data" if value is None else f"{value:.3f}"] for cells, value in rows]
-    sizes = [max(len(line[i]) for line in (header, *lines)) for i in range(width + 1)]
+    return _render(header, lines)
+
+
+ESTIMATES = ("state_estimate", "states_estimate")
+ESTIMATE_COLUMNS = ("estimate", "ci_low", "ci_high", "rows", "sample_size")
+
+
+def _estimate_table(data: Answer) -> str:
+    if not data:
+        return "(no data)"
+    lines = [[state, *(["no data"] + [""] * 4 if value is None else
+                       [f"{value[c]:.3f}" for c in ESTIMATE_COLUMNS[:3]]
+                       + [_count(value[c]) for c in ESTIMATE_COLUMNS[3:]])]
+             for state, value in data.items()]
+    return _render(["state", *ESTIMATE_COLUMNS], lines, numbers=len(ESTIMATE_COLUMNS))
+
+
+def _count(value: float) -> str:
+    """Rows and sample sizes are whole numbers: written in full (4717, not 4.7e+03)."""
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def _render(header: list[str], lines: list[list[str]], numbers: int = 1) -> str:
+    """Columns padded to their widest cell: text left-aligned, the last `numbers`
+    columns (the numbers) right-aligned."""
+    sizes = [max(len(line[i]) for line in (header, *lines)) for i in range(len(header))]
+    first_number = len(header) - numbers
 
     def render(line: list[str]) -> str:
-        text = [cell.ljust(size) for cell, size in zip(line[:-1], sizes)]
-        return "  ".join([*text, line[-1].rjust(sizes[-1])])
+        return "  ".join(cell.rjust(size) if i >= first_number else cell.ljust(size)
+                         for i, (cell, size) in enumerate(zip(line, sizes))).rstrip()
 
     return "\n".join([render(header), render(["-" * size for size in sizes]),
                       *map(render, lines)])

@@ -9,7 +9,9 @@ Every statistic is one method named like its endpoint, generated from
 compute.endpoints.ENDPOINTS (the table the server's routes come from), so a new endpoint
 needs no client change. Each method submits the job and waits for the answer with
 long polling. `ask(endpoint, question, state)` is the same call with the endpoint as
-a string; it is the one to use where a type checker must see the signature.
+a string; it is the one to use where a type checker must see the signature. Every
+statistic also takes the keyword-only `year_start` and `year_end` (an inclusive range
+of years, docs/analytics.md); None, the default, sends no such field.
 
 Whatever the server refuses raises `ClientError(status, reason)` with the server's
 own sentence; a job that ran and failed raises `JobFailed`; no answer within the
@@ -84,10 +86,14 @@ class Client:
             await self._session.close()
             self._session = None
 
-    async def submit(self, endpoint: str, question: str, state: str | None = None) -> int:
+    async def submit(self, endpoint: str, question: str, state: str | None = None, *,
+                     year_start: int | None = None, year_end: int | None = None) -> int:
         """POST the job; its id. The server, not the client, decides what is valid."""
-        body = {"question": question} if state is None else \
-            {"question": question, "state": state}
+        body: dict[str, Any] = {"question": question}
+        for name, value in (("state", state), ("year_start", year_start),
+                            ("year_end", year_end)):
+            if value is not None:
+                body[name] = value
         answer = await self._call("POST", f"/api/{endpoint}", body)
         return int(answer["job_id"])
 
@@ -97,10 +103,12 @@ class Client:
         budget = self.timeout if wait is None else wait
         return await self._result_by(job_id, asyncio.get_running_loop().time() + budget, budget)
 
-    async def ask(self, endpoint: str, question: str, state: str | None = None) -> Answer:
+    async def ask(self, endpoint: str, question: str, state: str | None = None, *,
+                  year_start: int | None = None, year_end: int | None = None) -> Answer:
         """Submit and wait for the answer, both within the client's timeout."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        job_id = await self.submit(endpoint, question, state)
+        job_id = await self.submit(endpoint, question, state, year_start=year_start,
+                                   year_end=year_end)
         return await self._result_by(job_id, deadline, self.timeout)
 
     async def _result_by(self, job_id: int, deadline: float, budget: float) -> Answer:
@@ -121,6 +129,10 @@ class Client:
 
     async def states(self) -> list[str]:
         return (await self._call("GET", "/api/states"))["states"]
+
+    async def years(self) -> dict[str, Any]:
+        """The years the data covers: {"first", "last", "years", "year_end_column"}."""
+        return await self._call("GET", "/api/years")
 
     async def _call(self, method: str, path: str, body: dict | None = None,
                     within: float | None = None) -> dict:
@@ -153,13 +165,20 @@ class Client:
 
 
 def _endpoint_method(spec: Endpoint) -> Callable[..., Any]:
-    """`Client.<spec.name>(question[, state])`: submit and wait, like `ask`."""
+    """`Client.<spec.name>(question[, state], *, year_start, year_end)`: submit and
+    wait, like `ask`."""
     if spec.needs_state:
-        async def method(self: Client, question: str, state: str) -> Answer:
-            return await self.ask(spec.name, question, state)
+        async def method(self: Client, question: str, state: str, *,
+                         year_start: int | None = None,
+                         year_end: int | None = None) -> Answer:
+            return await self.ask(spec.name, question, state, year_start=year_start,
+                                  year_end=year_end)
     else:
-        async def method(self: Client, question: str) -> Answer:  # type: ignore[misc]
-            return await self.ask(spec.name, question)
+        async def method(self: Client, question: str, *,  # type: ignore[misc]
+                         year_start: int | None = None,
+                         year_end: int | None = None) -> Answer:
+            return await self.ask(spec.name, question, year_start=year_start,
+                                  year_end=year_end)
     method.__name__ = spec.name
     method.__qualname__ = f"Client.{spec.name}"
     method.__doc__ = f"{spec.summary} (POST /api/{spec.name}, then wait for the answer)."

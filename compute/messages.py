@@ -30,11 +30,13 @@ class Job:
     endpoint: str
     question: str
     state: str | None = None
+    year_start: int | None = None  # an inclusive year range (docs/analytics.md)
+    year_end: int | None = None
 
 
 def job_key(job: Job) -> tuple:
     """What a job's answer depends on: jobs with equal keys have equal answers."""
-    return (job.endpoint, job.question, job.state)
+    return (job.endpoint, job.question, job.state, job.year_start, job.year_end)
 
 
 @_plain_pickle

@@ -34,6 +34,7 @@ class SharedHandle:
     file: str
     rows_read: int
     rows_ignored: int
+    year_end_column: bool = True
 
 
 class SharedDataset:
@@ -49,6 +50,7 @@ class SharedDataset:
         self.dataset: Dataset | None = Dataset(arrays=arrays, file=handle.file,
                                                rows_read=handle.rows_read,
                                                rows_ignored=handle.rows_ignored,
+                                               year_end_column=handle.year_end_column,
                                                **handle.vocabularies)
 
     @classmethod
@@ -66,7 +68,8 @@ class SharedDataset:
                 target[:] = dataset.arrays[key]
                 del target
             handle = SharedHandle(memory.name, tuple(layout), dataset.vocabularies(),
-                                  dataset.file, dataset.rows_read, dataset.rows_ignored)
+                                  dataset.file, dataset.rows_read, dataset.rows_ignored,
+                                  dataset.year_end_column)
             return cls(memory, handle, owner=True)
         except BaseException:
             memory.close()

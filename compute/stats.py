@@ -1,4 +1,5 @@
-"""The nine statistics as pure functions over a Dataset's arrays (SPEC §2).
+"""The statistics as pure functions over a Dataset's arrays: the nine of the original
+API (docs/api.md) and the analytics extensions (docs/analytics.md).
 
 Every function takes the dataset, a question code and (for the per-state ones) a
 location code, and returns the `data` of the answer as plain Python objects in the
@@ -6,10 +7,14 @@ order the contract asks for. Group means are sums over runs of equal codes in th
 question's (sorted) slice divided by the run lengths; a group with no valued rows
 has no run and is omitted. COMPUTE maps each endpoint of compute.endpoints (the
 table the server's routes, validation, OpenAPI document and client are built from)
-to its function.
+to its function. A year range is applied before any of them runs: the dataset is
+cut down to the question's rows inside the range (Dataset.restricted), so every
+function reads the same sorted layout with or without a range, and without one the
+original code path runs untouched.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -126,6 +131,71 @@ def state_mean_by_category(ds: Dataset, q: int, s: int) -> dict:
     return {ds.locations[s]: dict(zip(ds.pair_keys[pairs].tolist(), means.tolist()))}
 
 
+def state_trend(ds: Dataset, q: int, s: int) -> dict:
+    """The plain mean of every YearStart, over the rows state_mean reads (every
+    stratification); rows without a YearStart have no year to go under."""
+    rows = _state_rows(ds, q, s)
+    years, values = ds.arrays["year"][rows], ds.arrays["value"][rows]
+    dated = years > 0
+    found, index = np.unique(years[dated], return_inverse=True)
+    sums = np.bincount(index, weights=values[dated], minlength=found.size)
+    means = sums / np.bincount(index, minlength=found.size)
+    return {ds.locations[s]: {str(y): m for y, m in zip(found.tolist(), means.tolist())}}
+
+
+# The two-sided 95 % normal quantile the CDC's confidence limits are built with.
+Z95 = 1.959964
+
+
+def _estimate_terms(ds: Dataset, rows: slice) -> tuple[np.ndarray, ...]:
+    """(location, n, n·v, n²·s²) of the rows an estimate reads: category "Total" with a
+    positive Sample_Size n and both confidence limits (a value they all have), where
+    s = (high − low) / (2 × Z95) is the standard error the limits imply."""
+    a = ds.arrays
+    total = ds.categories.index("Total") if "Total" in ds.categories else -1
+    n, low, high = a["sample_size"][rows], a["low"][rows], a["high"][rows]
+    # n > 0 is False for NaN: a missing Sample_Size disqualifies the row too.
+    ok = (a["category"][rows] == total) & (n > 0) & np.isfinite(low) & np.isfinite(high)
+    n = n[ok]
+    spread = (high[ok] - low[ok]) / (2 * Z95)
+    return a["location"][rows][ok], n, n * a["value"][rows][ok], (n * spread) ** 2
+
+
+def _estimate(count: int, weight: float, weighted: float, variance: float) -> dict | None:
+    if count == 0:
+        return None
+    estimate = weighted / weight
+    margin = Z95 * math.sqrt(variance) / weight
+    return {"estimate": estimate, "ci_low": estimate - margin, "ci_high": estimate + margin,
+            "rows": count,
+            # Sample sizes are counts: shown as an integer when they add up to one.
+            "sample_size": int(weight) if weight.is_integer() else weight}
+
+
+def state_estimate(ds: Dataset, q: int, s: int) -> dict:
+    _, n, nv, n2s2 = _estimate_terms(ds, _state_rows(ds, q, s))
+    return {ds.locations[s]: _estimate(int(n.size), float(n.sum()), float(nv.sum()),
+                                       float(n2s2.sum()))}
+
+
+def states_estimate(ds: Dataset, q: int, s: None = None) -> dict:
+    """Every location with rows for the question: estimates ascending, ties by name,
+    then the locations where no row qualifies (null), by name."""
+    rows = ds.question_slice(q)
+    location, n, nv, n2s2 = _estimate_terms(ds, rows)
+    size = len(ds.locations)
+    count = np.bincount(location, minlength=size).tolist()
+    sums = [np.bincount(location, weights=w, minlength=size).tolist() for w in (n, nv, n2s2)]
+    present = np.unique(ds.arrays["location"][rows]).tolist()
+    answers = {c: _estimate(count[c], sums[0][c], sums[1][c], sums[2][c]) for c in present}
+
+    def rank(c: int) -> tuple:
+        found = answers[c]
+        return (found is None, 0.0 if found is None else found["estimate"], c)
+
+    return {ds.locations[c]: answers[c] for c in sorted(present, key=rank)}
+
+
 # The statistic behind each endpoint of compute.endpoints.ENDPOINTS.
 COMPUTE: dict[str, Callable[[Dataset, int, int | None], dict]] = {
     "states_mean": states_mean,
@@ -137,14 +207,24 @@ COMPUTE: dict[str, Callable[[Dataset, int, int | None], dict]] = {
     "state_diff_from_mean": state_diff_from_mean,
     "mean_by_category": mean_by_category,
     "state_mean_by_category": state_mean_by_category,
+    "state_trend": state_trend,
+    "state_estimate": state_estimate,
+    "states_estimate": states_estimate,
 }
 
 
-def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None) -> bytes:
-    """The JSON `data` of one job, encoded once. Names must be valid (validated upstream)."""
+def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None,
+           year_start: int | None = None, year_end: int | None = None) -> bytes:
+    """The JSON `data` of one job, encoded once. Names and years must be valid
+    (validated upstream)."""
     spec = ENDPOINTS[endpoint]
     q = ds.question_index[question]
     s = ds.location_index[state] if spec.needs_state else None
+    if year_start is not None or year_end is not None:
+        # Most one-state statistics read the state's run only: filter just that.
+        rows = ds.question_slice(q) if s is None or spec.reads_all_states \
+            else _state_rows(ds, q, s)
+        ds = ds.restricted(q, rows, year_start, year_end)
     # orjson: the shortest round-trip repr of every float, like json, but ~10x faster on
     # the large by-category answers. NaN/Infinity cannot occur: empty groups are
     # omitted or null.

@@ -4,12 +4,13 @@ Every file is read into memory once, when `add_dashboard_routes` runs, and looke
 up by its exact name in a dict, so no request value ever becomes part of a file path
 (SPEC §5); any other name answers a JSON 404.
 
-The chart library (Chart.js, pinned in web/package.json) is installed by `make web`
-(`npm ci`) and served from here, never from a CDN, so the page works with no
-internet. If web/node_modules is missing the server still starts and serves the
-page, but logs a warning telling the operator to run `make web`, and
-`/static/chart.umd.min.js` answers a JSON 503; the page then shows that reason.
-Failing soft keeps the JSON API (the compatible part) usable without Node.
+The libraries (Chart.js, topojson-client, and us-atlas's states already projected to
+Albers USA; pinned in web/package.json) are installed by `make web` (`npm ci`) and
+served from here, never from a CDN, so the page works with no internet. If
+web/node_modules is missing the server still starts and serves the page, but logs a
+warning telling the operator to run `make web`, and each library answers a JSON 503;
+the page then shows that reason. Failing soft keeps the JSON API (the compatible
+part) usable without Node.
 
 Every answer carries a strict Content-Security-Policy: scripts, styles and
 connections from this origin only, no inline script or style.
@@ -26,12 +27,17 @@ from server.errors import error
 log = logsetup.get("dashboard")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+NODE_MODULES = Path(__file__).resolve().parents[1] / "web" / "node_modules"
 CHART_NAME = "chart.umd.min.js"
-CHART_LIBRARY = (Path(__file__).resolve().parents[1]
-                 / "web" / "node_modules" / "chart.js" / "dist" / CHART_NAME)
-PAGE_FILES = ("index.html", "dashboard.js", "dashboard.css")
+CHART_LIBRARY = NODE_MODULES / "chart.js" / "dist" / CHART_NAME
+TOPOJSON_NAME = "topojson-client.min.js"
+TOPOJSON_LIBRARY = NODE_MODULES / "topojson-client" / "dist" / TOPOJSON_NAME
+ATLAS_NAME = "states-albers-10m.json"  # the 50 states and DC, drawn in a 975×610 box
+ATLAS = NODE_MODULES / "us-atlas" / ATLAS_NAME
+PAGE_FILES = ("index.html", "dashboard.js", "dashboard.css", "map.js")
 
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+                 ".json": "application/json"}
 # This origin only, nothing inline, nothing may frame the page; img-src allows
 # data: for the page's empty favicon (`href="data:,"`), which spares a 404.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; "
@@ -41,8 +47,8 @@ HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
 
 # name -> (body, content type), or None for the chart library when it is missing.
 FILES = web.AppKey("dashboard_files", dict)
-MISSING_LIBRARY = ("the chart library is not installed on the server; the operator "
-                   "must run `make web` (npm ci in web/) and restart it")
+MISSING_LIBRARY = ("the chart and map libraries are not installed on the server; the "
+                   "operator must run `make web` (npm ci in web/) and restart it")
 
 
 def _read(path: Path) -> tuple[bytes, str]:
@@ -74,15 +80,19 @@ def add_dashboard_routes(app: web.Application) -> None:
     """Register `/` and `/static/{name}` on `app`, reading the files now.
 
     The page files ship with the code, so a missing one is a broken checkout and
-    raises here; only the npm-installed chart library may be absent.
+    raises here; only the npm-installed libraries may be absent.
     """
     files = {name: _read(STATIC_DIR / name) for name in PAGE_FILES}
-    try:
-        files[CHART_NAME] = _read(CHART_LIBRARY)
-    except FileNotFoundError:
-        log.warning("dashboard: %s is missing; run `make web` to install the chart "
-                    "library (the page is served but can draw no chart)", CHART_LIBRARY)
-        files[CHART_NAME] = None
+    # Looked up now, not at import, so that tests can point them elsewhere.
+    for name, path in ((CHART_NAME, CHART_LIBRARY), (TOPOJSON_NAME, TOPOJSON_LIBRARY),
+                       (ATLAS_NAME, ATLAS)):
+        try:
+            files[name] = _read(path)
+        except FileNotFoundError:
+            log.warning("dashboard: %s is missing; run `make web` to install the chart "
+                        "and map libraries (the page is served but can draw no chart)",
+                        path)
+            files[name] = None
     app[FILES] = files
     app.router.add_get("/", _index)
     app.router.add_get("/static/{name}", _static)

@@ -40,7 +40,8 @@ class Service(Protocol):
     shutdown_requested: asyncio.Event
     linger_cut: asyncio.Event
 
-    async def submit(self, endpoint: str, question: str, state: str | None) -> int: ...
+    async def submit(self, endpoint: str, question: str, state: str | None,
+                     year_start: int | None = None, year_end: int | None = None) -> int: ...
     async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]: ...
     async def entries(self, after: int) -> Iterator[tuple[int, str]]: ...
     async def num_jobs(self) -> int: ...
@@ -151,7 +152,8 @@ class JobService:
                      extra=logsetup.CONSOLE)
             executor.submit(unfinished)
 
-    def accept(self, endpoint: str, question: str, state: str | None) -> Job:
+    def accept(self, endpoint: str, question: str, state: str | None,
+               year_start: int | None = None, year_end: int | None = None) -> Job:
         """Take a validated job (event loop only). The journal line is written before
         the id leaves this function."""
         if not self.accepting:
@@ -162,7 +164,7 @@ class JobService:
             raise QueueFull
         if self.status.next_id > MAX_JOB_ID:
             raise Unavailable("no job ids are left (they have at most 18 digits)")
-        job = Job(self.status.next_id, endpoint, question, state)
+        job = Job(self.status.next_id, endpoint, question, state, year_start, year_end)
         try:
             self.journal.append(job)
         except OSError as exc:
@@ -171,16 +173,18 @@ class JobService:
             raise Unavailable(self.storage.fault) from None
         self.status.new_id()
         self.status.add_running(job.id)
-        log.info("job_id=%d running %s question=%r state=%r", job.id, endpoint,
-                 question, state)
+        log.info("job_id=%d running %s question=%r state=%r%s", job.id, endpoint,
+                 question, state, "" if year_start is None and year_end is None
+                 else f" years={year_start}..{year_end}")
         self.executor.submit((job,))
         for listener in self.listeners:
             listener("submitted", job, True)
         return job
 
     # -- what the routes call; server.cluster.service.ClusterJobService offers the same
-    async def submit(self, endpoint: str, question: str, state: str | None) -> int:
-        job = self.accept(endpoint, question, state)
+    async def submit(self, endpoint: str, question: str, state: str | None,
+                     year_start: int | None = None, year_end: int | None = None) -> int:
+        job = self.accept(endpoint, question, state, year_start, year_end)
         await self.durable()  # a failed fsync: journaled, runs, but not acknowledged
         return job.id
 

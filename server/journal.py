@@ -31,6 +31,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compute.endpoints import YEAR_FIELDS
 from compute.messages import Job
 from server import logsetup
 from server.results import sync_directory
@@ -231,7 +232,9 @@ def _parse(line: bytes):
             and (state is None or isinstance(state, str))
             and (dataset is None or isinstance(dataset, str))):
         raise TypeError("a field of the wrong type")
-    return "job", (Job(_id(record["id"]), endpoint, question, state), dataset)
+    job = Job(_id(record["id"]), endpoint, question, state,
+              _year(record.get("year_start")), _year(record.get("year_end")))
+    return "job", (job, dataset)
 
 
 def _id(value) -> int:
@@ -256,6 +259,18 @@ def _line(record: dict) -> bytes:
 def _record(job: Job, dataset: str | None) -> bytes:
     record = {"id": job.id, "endpoint": job.endpoint, "question": job.question,
               "state": job.state}
+    # A year range only when the job has one: the lines of the original nine
+    # statistics stay as they were.
+    for name in YEAR_FIELDS:
+        if getattr(job, name) is not None:
+            record[name] = getattr(job, name)
     if dataset is not None:
         record["dataset"] = dataset
     return _line(record)
+
+
+def _year(value) -> int | None:
+    """A year as written: absent, or a JSON integer."""
+    if value is not None and type(value) is not int:
+        raise TypeError(f"not a year: {value!r}")
+    return value

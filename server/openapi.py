@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 
-from compute.endpoints import ENDPOINTS
+from compute.endpoints import ENDPOINTS, YEAR_FIELDS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -30,8 +30,11 @@ def _errors(*codes: int) -> dict:
 def _statistic(name: str) -> dict:
     endpoint = ENDPOINTS[name]
     required = ["question", "state"] if endpoint.needs_state else ["question"]
+    years = {f: {"type": ["integer", "null"],
+                 "description": "optional, inclusive: rows with YearStart ≥ year_start and "
+                                "YearEnd ≤ year_end (docs/analytics.md)"} for f in YEAR_FIELDS}
     body = {"type": "object", "required": required,
-            "properties": {f: {"type": "string"} for f in required}}
+            "properties": {**{f: {"type": "string"} for f in required}, **years}}
     accepted = _json({"$ref": "#/components/schemas/JobId"}, "job accepted")
     accepted["links"] = {"result": {"operationId": "get_results",
                                     "parameters": {"job_id": "$response.body#/job_id"}}}
@@ -98,6 +101,12 @@ def document() -> dict:
                                          "enum": ["lower", "higher", None]}}}}}})
     paths["/api/states"] = _get("states", "The locations in the data", {
         "type": "object", "required": ["states"], "properties": {"states": _STRINGS}})
+    paths["/api/years"] = _get("years", "The years the data covers (the valid year range)", {
+        "type": "object", "required": ["first", "last", "years", "year_end_column"],
+        "properties": {"first": {"type": ["integer", "null"]},
+                       "last": {"type": ["integer", "null"]},
+                       "years": {"type": "array", "items": {"type": "integer"}},
+                       "year_end_column": {"type": "boolean"}}})
     paths["/healthz"] = _get("healthz", "The process is alive", _OBJECT)
     paths["/readyz"] = _get("readyz", "Data loaded, accepting jobs and the state dir writable",
                              _OBJECT, 503)
@@ -140,14 +149,29 @@ def document() -> dict:
 def served(dataset) -> dict:
     """The document as this server serves it: the request bodies name the questions
     and states of the loaded data (enums), so a client or a fuzzer knows which values
-    are valid; best5/worst5 list only the questions with a direction."""
+    are valid; best5/worst5 list only the questions with a direction; the year fields
+    carry the data's range."""
     doc = copy.deepcopy(document())
     directed = [q for q in dataset.questions if dataset.direction(q) is not None]
     for name, endpoint in ENDPOINTS.items():
-        schema = doc["paths"][f"/api/{name}"]["post"]["requestBody"]["content"][
-            "application/json"]["schema"]["properties"]
+        body = doc["paths"][f"/api/{name}"]["post"]["requestBody"]["content"][
+            "application/json"]["schema"]
+        schema = body["properties"]
         schema["question"]["enum"] = directed if endpoint.needs_direction \
             else list(dataset.questions)
         if endpoint.needs_state:
             schema["state"]["enum"] = list(dataset.locations)
+        if dataset.years:
+            first, last = dataset.years[0], dataset.years[-1]
+            for field in YEAR_FIELDS:
+                schema[field].update(minimum=first, maximum=last)
+            body["anyOf"] = _ordered_years(first, last)
     return doc
+
+
+def _ordered_years(first: int, last: int) -> list[dict]:
+    """year_start ≤ year_end, in the only way JSON Schema can say it (it cannot compare
+    two fields): some year y of the data's range lies between them. A field that is
+    absent or null satisfies its half, as it is no bound."""
+    return [{"properties": {"year_start": {"maximum": year}, "year_end": {"minimum": year}}}
+            for year in range(first, last + 1)]

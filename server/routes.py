@@ -1,6 +1,6 @@
 """Every route of the service, visible in one screen (ROUTES at the bottom).
 
-The nine statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
+The statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
 `POST /api/<name>` served by the same `submit` handler.
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     try:
         body = validation.parse_body(await request.read())
         question, state = validation.job_fields(endpoint, body, request.app[DATASET])
-        job_id = await service.submit(endpoint.name, question, state)
+        years = validation.year_fields(body, request.app[DATASET])
+        job_id = await service.submit(endpoint.name, question, state, *years)
     except validation.BadRequest as exc:
         return error(400, str(exc))
     except ShuttingDown:
@@ -201,6 +202,10 @@ async def questions(request: web.Request) -> web.Response:
                                             for q in ds.questions]})
 
 
+async def years(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DATASET].year_summary())
+
+
 async def states(request: web.Request) -> web.Response:
     return web.json_response({"states": request.app[DATASET].locations})
 
@@ -239,6 +244,7 @@ ROUTES = [
     web.get("/api/info", info),
     web.get("/api/questions", questions),
     web.get("/api/states", states),
+    web.get("/api/years", years),
     web.get("/healthz", healthz),
     web.get("/readyz", readyz),
     web.get("/metrics", metrics),

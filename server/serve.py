@@ -98,6 +98,9 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
              len(dataset.questions), len(dataset.locations),
              " — SYNTHETIC demo data, not real CDC figures" if synthetic else "",
              extra=logsetup.CONSOLE)
+    if not dataset.year_end_column:
+        log.warning("%s has no YearEnd column: each row's YearEnd is taken to be its "
+                    "YearStart (docs/analytics.md)", path, extra=logsetup.CONSOLE)
     async with contextlib.AsyncExitStack() as stack:
         shared = SharedDataset.create(dataset)
         stack.callback(shared.release)
@@ -113,7 +116,8 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
                 "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
                 "rows_ignored": dataset.rows_ignored, "dataset_fingerprint": fingerprint,
                 "questions": dataset.questions,
-                "states": dataset.locations, "workers": workers,
+                "states": dataset.locations, "years": dataset.year_summary(),
+                "workers": workers,
                 "shared_memory_bytes": shared.nbytes,
                 "load_seconds": round(loaded - started, 4)}
         app = init_app(service, dataset, settings, info)

@@ -9,7 +9,7 @@ import json
 import re
 
 from compute.dataset import Dataset
-from compute.endpoints import Endpoint
+from compute.endpoints import YEAR_FIELDS, Endpoint
 
 _JOB_ID = re.compile(r"(?:job_id_)?([1-9][0-9]{0,17})")
 _COUNT = re.compile(r"[0-9]{1,18}")
@@ -78,6 +78,35 @@ def job_fields(endpoint: Endpoint, body: dict, ds: Dataset) -> tuple[str, str | 
             raise BadRequest(f"unknown state {_shown(state)}"
                              f"{_suggestion(state, ds.locations)}")
     return question, state
+
+
+def year_fields(body: dict, ds: Dataset) -> tuple[int | None, int | None]:
+    """The optional inclusive year range (year_start, year_end) of a statistic; a
+    field that is absent or null is no bound (docs/analytics.md)."""
+    given = {name: body.get(name) for name in YEAR_FIELDS}
+    if all(value is None for value in given.values()):
+        return None, None
+    years = ds.years
+    if not years:
+        raise BadRequest("the data has no YearStart/YearEnd values, so it cannot be "
+                         "filtered by year")
+    covered = f"the data covers {years[0]}-{years[-1]}"
+    for name, value in given.items():
+        if value is None:
+            continue
+        # bool is an int in Python: refused. 2015.0 is an integer to JSON Schema (and
+        # to the OpenAPI document a client validates against): taken as 2015.
+        if isinstance(value, float) and value.is_integer():
+            value = given[name] = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadRequest(f"the field '{name}' must be an integer year; {covered}")
+        if not years[0] <= value <= years[-1]:
+            raise BadRequest(f"{name} {value} is outside the years the data covers "
+                             f"({years[0]}-{years[-1]})")
+    start, end = given["year_start"], given["year_end"]
+    if start is not None and end is not None and start > end:
+        raise BadRequest(f"year_start {start} is after year_end {end}; {covered}")
+    return start, end
 
 
 def job_id(text: str) -> int | None:

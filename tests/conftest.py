@@ -6,7 +6,7 @@ import pytest
 
 from compute import demo
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from tests.support.fixtures import write_rows
+from tests.support.fixtures import ANALYTICS_HEADER, write_rows
 from tests.support.live import STARTED, shm_segments, start_server
 
 NO_DIRECTION = "Percent of adults who eat cake for breakfast"
@@ -15,8 +15,14 @@ NO_DIRECTION = "Percent of adults who eat cake for breakfast"
 def tricky_rows(seed: int) -> list[dict]:
     """Small data with everything the statistics must get right: empty and non-numeric
     values, exact ties between states, a state with no values for a question, a
-    question with no direction, and a stratification with commas."""
+    question with no direction, and a stratification with commas; for the analytics
+    extensions, a state with a single year (Wyoming), rows that span two years, and
+    empty or non-numeric sample sizes and confidence limits (Alaska has none of its
+    obesity limits, so its estimate is null)."""
     rng = random.Random(seed)
+    # The analytics columns draw from their own generator, so the values the nine
+    # statistics read are the same as before those columns existed.
+    extra = random.Random(seed + 1000)
     questions = [*LOWER_IS_BETTER[:2], HIGHER_IS_BETTER[0], NO_DIRECTION]
     states = ["Alabama", "Alaska", "Guam", "National", "Ohio", "Tie One", "Tie Two", "Wyoming"]
     strata = [("Total", "Total"), ("Age (years)", "18 - 24"),
@@ -33,9 +39,21 @@ def tricky_rows(seed: int) -> list[dict]:
                         value = "25.5"  # two states with exactly the same mean
                     if state == "Guam" and question == LOWER_IS_BETTER[1]:
                         value = ""      # a known state without values for this question
+                    year = rng.randint(2011, 2022)
+                    if state == "Wyoming":
+                        year = 2015
+                    low = extra.randint(50, 250) / 10
+                    limits = [f"{low}", f"{low + extra.randint(1, 120) / 10}"]
+                    if extra.random() < 0.15:
+                        limits[extra.randrange(2)] = extra.choice(["", "n/a"])
+                    if state == "Alaska" and question == LOWER_IS_BETTER[1]:
+                        limits = ["", ""]
+                    size = extra.choice([str(extra.randint(30, 6000))] * 8 + ["", "0", "x"])
                     rows.append({"question": question, "location": state, "value": value,
                                  "category": category, "stratification": stratification,
-                                 "year": rng.randint(2011, 2022)})
+                                 "year": year,
+                                 "year_end": year + (extra.random() < 0.1 and year < 2022),
+                                 "sample_size": size, "low": limits[0], "high": limits[1]})
     rng.shuffle(rows)
     return rows
 
@@ -62,7 +80,7 @@ def demo_csv(tmp_path_factory):
 @pytest.fixture(scope="session", params=[0, 1, 2])
 def tricky_csv(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("tricky") / f"tricky-{request.param}.csv"
-    return write_rows(path, tricky_rows(request.param))
+    return write_rows(path, tricky_rows(request.param), ANALYTICS_HEADER)
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""An independent, deliberately naive implementation of the nine statistics (SPEC §2):
-plain Python loops over the CSV's rows, no numpy, no shared code with compute/.
-The tests check that the server agrees with it to 1e-9."""
+"""An independent, deliberately naive implementation of the statistics (docs/api.md and
+docs/analytics.md): plain Python loops over the CSV's rows, no numpy, no shared code
+with compute/. The tests check that the server agrees with it to 1e-9."""
 from __future__ import annotations
 
 import csv
+import math
 
 LOWER = {
     "Percent of adults aged 18 years and older who have an overweight classification",
@@ -26,24 +27,59 @@ HIGHER = {
 }
 
 
+Z95 = 1.959964
+
+
+def _number(text):
+    """A finite float, or None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _year(text):
+    value = _number(text)
+    return int(value) if value is not None and 0 < value < 10_000 else None
+
+
 class Reference:
-    def __init__(self, path):
+    """rows: (question, location, category, stratification, value, YearStart, YearEnd,
+    Sample_Size, low, high), the last five None where the cell is empty or invalid."""
+
+    def __init__(self, path, rows=None):
+        if rows is not None:
+            self.rows = rows
+            return
         self.rows = []
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = [name.strip() for name in next(reader)]
             for cells in reader:
                 row = dict(zip(header, cells))
-                try:
-                    value = float(row["Data_Value"])
-                except ValueError:
+                value = _number(row["Data_Value"])
+                if value is None:
                     continue
-                if value != value or value in (float("inf"), float("-inf")):
-                    continue
+                start = _year(row.get("YearStart"))
+                end = _year(row["YearEnd"]) if "YearEnd" in row else start
                 self.rows.append((row["Question"], row["LocationDesc"],
                                   row["StratificationCategory1"], row["Stratification1"],
-                                  value))
+                                  value, start, end, _number(row.get("Sample_Size")),
+                                  _number(row.get("Low_Confidence_Limit")),
+                                  _number(row.get("High_Confidence_Limit"))))
         self.questions = sorted({r[0] for r in self.rows})
+
+    def years(self):
+        return sorted({y for r in self.rows for y in r[5:7] if y is not None})
+
+    def within(self, year_start=None, year_end=None):
+        """The reference over the rows inside an inclusive year range."""
+        return Reference(None, [r for r in self.rows
+                                if (year_start is None or (r[5] is not None
+                                                           and r[5] >= year_start))
+                                and (year_end is None or (r[6] is not None
+                                                          and r[6] <= year_end))])
 
     def _mean(self, keep) -> float | None:
         total, count = 0.0, 0
@@ -97,8 +133,45 @@ class Reference:
             lambda r: r[0] == question and r[1] == state and (r[2], r[3]) == g)
             for g in groups}}
 
-    def answer(self, endpoint, question, state=None):
-        method = getattr(self, endpoint)
+    def state_trend(self, question, state):
+        years = sorted({r[5] for r in self.rows
+                        if r[0] == question and r[1] == state and r[5] is not None})
+        return {state: {str(y): self._mean(
+            lambda r, y=y: r[0] == question and r[1] == state and r[5] == y)
+            for y in years}}
+
+    def _estimate(self, question, state):
+        n_sum = nv_sum = variance = 0.0
+        count = 0
+        for r in self.rows:
+            n, low, high = r[7], r[8], r[9]
+            if (r[0] == question and r[1] == state and r[2] == "Total" and n is not None
+                    and n > 0 and low is not None and high is not None):
+                s = (high - low) / (2 * Z95)
+                n_sum += n
+                nv_sum += n * r[4]
+                variance += n * n * s * s
+                count += 1
+        if count == 0:
+            return None
+        estimate = nv_sum / n_sum
+        se = math.sqrt(variance) / n_sum
+        return {"estimate": estimate, "ci_low": estimate - Z95 * se,
+                "ci_high": estimate + Z95 * se, "rows": count, "sample_size": n_sum}
+
+    def state_estimate(self, question, state):
+        return {state: self._estimate(question, state)}
+
+    def states_estimate(self, question):
+        states = sorted({r[1] for r in self.rows if r[0] == question})
+        answers = {s: self._estimate(question, s) for s in states}
+        return dict(sorted(answers.items(), key=lambda item: (
+            item[1] is None, item[1]["estimate"] if item[1] else 0.0, item[0])))
+
+    def answer(self, endpoint, question, state=None, year_start=None, year_end=None):
+        ref = self if year_start is None and year_end is None \
+            else self.within(year_start, year_end)
+        method = getattr(ref, endpoint)
         return method(question, state) if endpoint.startswith("state_") else method(question)
 
 

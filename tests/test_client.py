@@ -33,8 +33,10 @@ def expected(server):
     """What the server must answer, computed here from the same file."""
     dataset = load_csv(server[1])
 
-    def answer(endpoint: str, question: str, state: str | None = None):
-        return json.loads(stats.answer(dataset, endpoint, question, state))
+    def answer(endpoint: str, question: str, state: str | None = None,
+               year_start: int | None = None, year_end: int | None = None):
+        return json.loads(stats.answer(dataset, endpoint, question, state, year_start,
+                                       year_end))
     answer.dataset = dataset
     return answer
 
@@ -132,6 +134,58 @@ def test_ask_by_category_splits_the_tuple_keys_into_columns(server, expected, ca
     for line, (key, mean) in zip(lines[2:], want.items()):
         category, stratification = ast.literal_eval(key)
         assert re.split(r"\s{2,}", line) == ["Ohio", category, stratification, f"{mean:.3f}"]
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+async def test_every_endpoint_method_takes_a_year_range(server, expected, endpoint):
+    years = {"year_start": 2013, "year_end": 2016}
+    # A state whose answer the range changes (the demo's Total rows are sparse).
+    state_args = ()
+    if ENDPOINTS[endpoint].needs_state:
+        state_args = next((s,) for s in expected.dataset.locations
+                          if expected(endpoint, QUESTION, s, **years)
+                          != expected(endpoint, QUESTION, s))
+    async with Client(server[0], timeout=30) as client:
+        got = await getattr(client, endpoint)(QUESTION, *state_args, **years)
+        assert await client.years() == expected.dataset.year_summary()
+    assert_same(got, expected(endpoint, QUESTION, *state_args, **years))
+    assert got != expected(endpoint, QUESTION, *state_args)  # the range was applied
+
+
+async def test_a_year_outside_the_data_is_the_servers_400(server):
+    async with Client(server[0], timeout=30) as client:
+        with pytest.raises(ClientError) as caught:
+            await client.state_trend(QUESTION, "Ohio", year_start=1990)
+    assert caught.value.status == 400 and "2011-2022" in caught.value.reason
+
+
+def test_ask_a_trend_with_years(server, expected, capsys):
+    assert run_cli("ask", "state_trend", "--question", QUESTION, "--state", "Ohio",
+                   "--year-start", "2014", "--year-end", "2017", "--url", server[0]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["state", "year", "mean"]
+    want = expected("state_trend", QUESTION, "Ohio", year_start=2014, year_end=2017)["Ohio"]
+    assert [line.split()[1] for line in lines[2:]] == list(want)
+    assert want and all(2014 <= int(year) <= 2017 for year in want)
+    for line, mean in zip(lines[2:], want.values()):
+        assert line.split() == ["Ohio", line.split()[1], f"{mean:.3f}"]
+
+
+def test_ask_estimates_one_row_per_state(server, expected, capsys):
+    assert run_cli("ask", "states_estimate", "--question", QUESTION,
+                   "--year-end", "2015", "--url", server[0]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["state", "estimate", "ci_low", "ci_high", "rows",
+                                "sample_size"]
+    want = expected("states_estimate", QUESTION, year_end=2015)
+    assert len(lines) == 2 + len(want)
+    for line, (state, value) in zip(lines[2:], want.items()):
+        cells = re.split(r"\s{2,}", line.strip())
+        assert cells[0] == state
+        assert cells[1:] == (["no data"] if value is None else
+                             [f"{value['estimate']:.3f}", f"{value['ci_low']:.3f}",
+                              f"{value['ci_high']:.3f}", str(value["rows"]),
+                              str(value["sample_size"])])
 
 
 def test_ask_json_is_the_answer_itself(server, expected, capsys):

@@ -51,6 +51,8 @@ async def test_index_is_the_page(client):
     page = await response.text()
     assert '<script src="/static/chart.umd.min.js"' in page
     assert '<script src="/static/dashboard.js"' in page
+    assert '<script src="/static/topojson-client.min.js"' in page
+    assert '<script src="/static/map.js"' in page
     # The CSP forbids inline code, so the page must hold none that would silently fail.
     assert all(" src=" in tag for tag in re.findall(r"<script[^>]*>", page))
     assert not re.search(r"\son[a-z]+=", page), "inline event handler"
@@ -61,6 +63,7 @@ async def test_index_is_the_page(client):
     ("dashboard.js", "text/javascript"),
     ("dashboard.css", "text/css"),
     ("index.html", "text/html"),
+    ("map.js", "text/javascript"),
 ])
 async def test_page_files(client, name, content_type):
     response = await (await client()).get(f"/static/{name}")
@@ -76,6 +79,30 @@ async def test_chart_library_comes_from_node_modules(client):
     assert response.headers["Content-Type"] == "text/javascript; charset=utf-8"
     assert_hardened(response)
     assert await response.read() == FAKE_LIBRARY
+
+
+@pytest.mark.parametrize("attribute, content_type", [
+    ("TOPOJSON_LIBRARY", "text/javascript"), ("ATLAS", "application/json")])
+async def test_map_libraries_come_from_node_modules_or_answer_503(
+        aiohttp_client, tmp_path, monkeypatch, attribute, content_type):
+    """topojson-client and us-atlas's shapes, like the chart library: served from
+    web/node_modules when installed, a JSON 503 naming `make web` when not."""
+    name = getattr(dashboard, attribute).name
+    (tmp_path / name).write_bytes(b"stand-in")
+    monkeypatch.setattr(dashboard, attribute, tmp_path / name)
+    app = web.Application()
+    dashboard.add_dashboard_routes(app)
+    response = await (await aiohttp_client(app)).get(f"/static/{name}")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == f"{content_type}; charset=utf-8"
+    assert_hardened(response)
+    assert await response.read() == b"stand-in"
+
+    monkeypatch.setattr(dashboard, attribute, tmp_path / "absent" / name)
+    app = web.Application()
+    dashboard.add_dashboard_routes(app)
+    response = await (await aiohttp_client(app)).get(f"/static/{name}")
+    assert response.status == 503 and "make web" in (await response.json())["reason"]
 
 
 async def test_files_are_read_once_at_start(client, library):

@@ -27,6 +27,19 @@ def test_journal_recovers_unfinished_and_next_id(tmp_path):
     assert third.next_id == 4 and third.unfinished == []
 
 
+def test_journal_keeps_the_year_range(tmp_path):
+    journal = JobJournal(tmp_path)
+    journal.open(set(), 0)
+    jobs = [Job(1, "best5", "q"), Job(2, "state_trend", "q", "Ohio", 2013, 2016),
+            Job(3, "states_estimate", "q", None, None, 2015)]
+    for job in jobs:
+        journal.append(job)
+    journal.close()
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert "year" not in lines[1]  # the original statistics' lines are unchanged
+    assert JobJournal(tmp_path).open(set(), 0).unfinished == jobs
+
+
 def test_next_id_never_goes_back_below_results(tmp_path):
     assert JobJournal(tmp_path).open({41}, 41).next_id == 42
 

@@ -1,4 +1,5 @@
-"""The nine vectorised statistics against the naive reference, to 1e-9."""
+"""The vectorised statistics (the nine and the analytics extensions, with and without a
+year range) against the naive reference, to 1e-9."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from compute.stats import answer
 from tests.reference import Reference, assert_close
 
 
-def _check_all(path):
+def _check_all(path, years=(None, None)):
     ds, ref = load_csv(path), Reference(path)
     assert ds.questions == ref.questions
     checked = 0
@@ -21,15 +22,57 @@ def _check_all(path):
             if endpoint.needs_direction and direction(question) is None:
                 continue
             for state in (ds.locations if endpoint.needs_state else [None]):
-                got = json.loads(answer(ds, name, question, state))
-                assert_close(got, ref.answer(name, question, state),
-                             where=f"{name}({question!r}, {state!r})")
+                got = json.loads(answer(ds, name, question, state, *years))
+                assert_close(got, ref.answer(name, question, state, *years),
+                             where=f"{name}({question!r}, {state!r}, {years})")
                 checked += 1
     return checked
 
 
 def test_tricky_data_agrees_with_reference(tricky_csv):
     assert _check_all(tricky_csv) > 100
+
+
+# Both bounds, either alone, one year, the whole range, and the single-year state's
+# year (2015) left out and alone.
+RANGES = [(2013, 2018), (2016, None), (None, 2014), (2015, 2015), (2011, 2022),
+          (2016, 2022), (2012, 2012)]
+
+
+@pytest.mark.parametrize("years", RANGES)
+def test_year_ranges_agree_with_reference(tricky_csv, years):
+    assert _check_all(tricky_csv, years) > 100
+
+
+def test_year_range_on_demo_data(demo_csv):
+    assert _check_all(demo_csv, (2014, 2019)) > 1000
+
+
+def test_estimates_have_nulls_and_values(tricky_csv):
+    """The tricky data exercises both answers of the estimate (guards the fixture)."""
+    from compute.questions import LOWER_IS_BETTER
+    ds = load_csv(tricky_csv)
+    data = json.loads(answer(ds, "states_estimate", LOWER_IS_BETTER[1]))
+    nulls = [state for state, value in data.items() if value is None]
+    assert "Alaska" in nulls and list(data)[-len(nulls):] == sorted(nulls)
+    valued = [value for value in data.values() if value is not None]
+    assert len(valued) >= 3
+    assert all(v["ci_low"] < v["estimate"] < v["ci_high"] for v in valued)
+    trend = json.loads(answer(ds, "state_trend", LOWER_IS_BETTER[0], "Wyoming"))
+    assert list(trend["Wyoming"]) == ["2015"]
+    assert json.loads(answer(ds, "state_trend", LOWER_IS_BETTER[0], "Wyoming", 2016)) \
+        == {"Wyoming": {}}
+
+
+def test_no_year_end_column_means_year_end_is_year_start(tmp_path):
+    """A file without YearEnd (the subset variant): each row ends the year it starts."""
+    from tests.conftest import tricky_rows
+    from tests.support.fixtures import write_rows
+    path = write_rows(tmp_path / "no-end.csv", tricky_rows(7))
+    ds = load_csv(path)
+    assert not ds.year_end_column
+    assert ds.arrays["year_end"].tolist() == ds.arrays["year"].tolist()
+    assert _check_all(path, (2013, 2016)) > 100
 
 
 def test_demo_data_agrees_with_reference(demo_csv):

@@ -49,11 +49,22 @@ def job_key(job_id: int | str) -> str:
 
 
 # KEYS: next_id, running, finished, stream
-# ARGV: endpoint, question, location ("" = none), fingerprint, floor, max_queue, JOB
+# ARGV: endpoint, question, location ("" = none), fingerprint, floor, max_queue, JOB,
+# years ("START:END", either part empty)
 # Returns the new id, or 0 when max_queue jobs are already running.
 # The id is above the counter, above `floor` (the highest id the calling front-end has
 # seen) and above every id still known: after an AOF restore or a failover that lost
 # the counter's last increments, no id is handed out twice.
+def years_field(year_start: int | None, year_end: int | None) -> str:
+    """A job's year range as one stream field: "START:END", either part empty."""
+    return f"{'' if year_start is None else year_start}:{'' if year_end is None else year_end}"
+
+
+def parse_years(field: bytes | None) -> tuple[int | None, int | None]:
+    start, _, end = (field or b":").decode().partition(":")
+    return (int(start) if start else None, int(end) if end else None)
+
+
 SUBMIT = """
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return 0 end
 local id = redis.call('INCR', KEYS[1])
@@ -67,10 +78,11 @@ if id <= highest then
   redis.call('SET', KEYS[1], id)
 end
 redis.call('HSET', ARGV[7] .. id, 'state', 'running', 'endpoint', ARGV[1],
-           'question', ARGV[2], 'location', ARGV[3], 'fingerprint', ARGV[4])
+           'question', ARGV[2], 'location', ARGV[3], 'fingerprint', ARGV[4],
+           'years', ARGV[8])
 redis.call('ZADD', KEYS[2], id, id)
 redis.call('XADD', KEYS[4], '*', 'id', id, 'endpoint', ARGV[1], 'question', ARGV[2],
-           'location', ARGV[3])
+           'location', ARGV[3], 'years', ARGV[8])
 return id
 """
 

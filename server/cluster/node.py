@@ -112,7 +112,8 @@ def _jobs(entries) -> list[tuple[str, Job]]:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         location = fields[b"location"].decode()
         jobs.append((entry, Job(int(fields[b"id"]), fields[b"endpoint"].decode(),
-                                fields[b"question"].decode(), location or None)))
+                                fields[b"question"].decode(), location or None,
+                                *broker.parse_years(fields.get(b"years")))))
     return jobs
 
 

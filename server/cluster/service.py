@@ -100,7 +100,8 @@ class ClusterJobService:
             await self._redis.aclose()
 
     # -- the routes' interface ------------------------------------------------------
-    async def submit(self, endpoint: str, question: str, state: str | None) -> int:
+    async def submit(self, endpoint: str, question: str, state: str | None,
+                     year_start: int | None = None, year_end: int | None = None) -> int:
         if not self.accepting:
             raise ShuttingDown
         try:
@@ -108,13 +109,13 @@ class ClusterJobService:
                 keys=[broker.NEXT_ID, broker.RUNNING, broker.FINISHED,
                       broker.stream(self.fingerprint)],
                 args=[endpoint, question, state or "", self.fingerprint, self._highest,
-                      self.max_queue, broker.JOB])
+                      self.max_queue, broker.JOB, broker.years_field(year_start, year_end)])
         except (RedisError, OSError) as exc:
             raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
         if job_id == 0:
             raise QueueFull
         self._highest = max(self._highest, job_id)
-        job = Job(job_id, endpoint, question, state)
+        job = Job(job_id, endpoint, question, state, year_start, year_end)
         self._own[job_id] = job
         log.info("job_id=%d running %s question=%r state=%r", job_id, endpoint,
                  question, state)

@@ -74,7 +74,8 @@ class JobRunner:
         if body is not None:
             return Outcome(job.id, True, body)
         try:
-            data = answer(self.dataset, job.endpoint, job.question, job.state)
+            data = answer(self.dataset, job.endpoint, job.question, job.state,
+                          job.year_start, job.year_end)
         except Exception:  # noqa: BLE001 (any failure of one job is that job's error)
             return Outcome(job.id, False, error_body("the statistic could not be computed"),
                            traceback.format_exc())

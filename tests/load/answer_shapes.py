@@ -202,6 +202,46 @@ def state_mean_by_category(data, ctx, question, state):
     return None
 
 
+def state_trend(data, ctx, question, state):
+    def by_year(inner) -> bool:
+        return (isinstance(inner, dict) and all(k.isdigit() for k in inner)
+                and [int(k) for k in inner] == sorted(int(k) for k in inner)
+                and _all_numbers(list(inner.values())))
+    return _single_state(data, state, "state_trend", by_year)
+
+
+_ESTIMATE_KEYS = ["estimate", "ci_low", "ci_high", "rows", "sample_size"]
+
+
+def _estimate_ok(value) -> bool:
+    """null, or an estimate inside its interval from at least one row (docs/analytics.md)."""
+    if value is None:
+        return True
+    return (isinstance(value, dict) and list(value) == _ESTIMATE_KEYS
+            and _all_numbers(list(value.values())) and type(value["rows"]) is int
+            and value["rows"] >= 1 and value["sample_size"] > 0
+            and value["ci_low"] <= value["estimate"] <= value["ci_high"])
+
+
+def state_estimate(data, ctx, question, state):
+    return _single_state(data, state, "state_estimate", _estimate_ok)
+
+
+def states_estimate(data, ctx, question, state):
+    if not isinstance(data, dict) or not data:
+        return f"states_estimate: expected a non-empty object, got {data!r:.80}"
+    for key, value in data.items():
+        if key not in ctx.state_set:
+            return f"states_estimate: unknown state {key!r}"
+        if not _estimate_ok(value):
+            return f"states_estimate: bad estimate {value!r} for {key!r}"
+    values = list(data.values())
+    first = values[:sum(v is not None for v in values)]  # must hold every estimate
+    if None in first or not _ordered([v["estimate"] for v in first], ascending=True):
+        return "states_estimate: not estimates ascending, then the nulls"
+    return None
+
+
 CHECKS = {
     "states_mean": states_mean,
     "state_mean": state_mean,
@@ -212,8 +252,12 @@ CHECKS = {
     "state_diff_from_mean": state_diff_from_mean,
     "mean_by_category": mean_by_category,
     "state_mean_by_category": state_mean_by_category,
+    "state_trend": state_trend,
+    "state_estimate": state_estimate,
+    "states_estimate": states_estimate,
 }
-NEEDS_STATE = frozenset({"state_mean", "state_diff_from_mean", "state_mean_by_category"})
+NEEDS_STATE = frozenset({"state_mean", "state_diff_from_mean", "state_mean_by_category",
+                         "state_trend", "state_estimate"})
 NEEDS_DIRECTION = frozenset({"best5", "worst5"})
 
 
