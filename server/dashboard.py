@@ -2,14 +2,15 @@
 
 Every file is read into memory once, when `add_dashboard_routes` runs, and looked
 up by its exact name in a dict, so no request value ever becomes part of a file path
-(SPEC §5); any other name answers a JSON 404.
+(docs/api.md, "Security"); any other name answers a JSON 404.
 
-The chart library (Chart.js, pinned in web/package.json) is installed by `make web`
-(`npm ci`) and served from here, never from a CDN, so the page works with no
-internet. If web/node_modules is missing the server still starts and serves the
-page, but logs a warning telling the operator to run `make web`, and
-`/static/chart.umd.min.js` answers a JSON 503; the page then shows that reason.
-Failing soft keeps the JSON API (the compatible part) usable without Node.
+The browser libraries (server.paths.VENDORED: Chart.js, pinned in web/package.json)
+are served from here, never from a CDN, so the page works with no internet. A wheel
+carries them as package data (copied from web/node_modules when it is built); a
+checkout reads them from web/node_modules, installed by `make web` (`npm ci`). If
+one is missing the server still starts and serves the page, but logs a warning
+telling the operator to run `make web`, and that file answers a JSON 503; the page
+then shows that reason. Failing soft keeps the JSON API usable without Node.
 
 Every answer carries a strict Content-Security-Policy: scripts, styles and
 connections from this origin only, no inline script or style.
@@ -20,15 +21,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server import logsetup
+from server import logsetup, paths
 from server.errors import error
 
 log = logsetup.get("dashboard")
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-CHART_NAME = "chart.umd.min.js"
-CHART_LIBRARY = (Path(__file__).resolve().parents[1]
-                 / "web" / "node_modules" / "chart.js" / "dist" / CHART_NAME)
+STATIC_DIR = paths.STATIC
 PAGE_FILES = ("index.html", "dashboard.js", "dashboard.css")
 
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
@@ -39,10 +37,15 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; 
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
-# name -> (body, content type), or None for the chart library when it is missing.
+# name -> (body, content type), or None for a vendored library that is missing.
 FILES = web.AppKey("dashboard_files", dict)
 MISSING_LIBRARY = ("the chart library is not installed on the server; the operator "
                    "must run `make web` (npm ci in web/) and restart it")
+
+
+def library_paths() -> dict[str, Path]:
+    """Where each vendored library is read from (tests point this elsewhere)."""
+    return {name: paths.vendored(name) for name in paths.VENDORED}
 
 
 def _read(path: Path) -> tuple[bytes, str]:
@@ -74,15 +77,17 @@ def add_dashboard_routes(app: web.Application) -> None:
     """Register `/` and `/static/{name}` on `app`, reading the files now.
 
     The page files ship with the code, so a missing one is a broken checkout and
-    raises here; only the npm-installed chart library may be absent.
+    raises here; only the npm-installed libraries may be absent.
     """
-    files = {name: _read(STATIC_DIR / name) for name in PAGE_FILES}
-    try:
-        files[CHART_NAME] = _read(CHART_LIBRARY)
-    except FileNotFoundError:
-        log.warning("dashboard: %s is missing; run `make web` to install the chart "
-                    "library (the page is served but can draw no chart)", CHART_LIBRARY)
-        files[CHART_NAME] = None
+    files: dict[str, tuple[bytes, str] | None] = {
+        name: _read(STATIC_DIR / name) for name in PAGE_FILES}
+    for name, path in library_paths().items():
+        try:
+            files[name] = _read(path)
+        except FileNotFoundError:
+            log.warning("dashboard: %s is missing; run `make web` to install the chart "
+                        "library (the page is served but can draw no chart)", path)
+            files[name] = None
     app[FILES] = files
     app.router.add_get("/", _index)
     app.router.add_get("/static/{name}", _static)

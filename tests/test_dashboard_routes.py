@@ -1,5 +1,5 @@
 """The dashboard's routes on a bare aiohttp application: what is served, with which
-headers, and that nothing outside the allow-list is (SPEC §5).
+headers, and that nothing outside the allow-list is (docs/api.md, "Security").
 
 The chart library is replaced by a small stand-in file, so these tests need no npm;
 tests/browser/ exercises the real one.
@@ -20,9 +20,9 @@ FAKE_LIBRARY = b"/* stand-in for Chart.js */\n"
 
 @pytest.fixture
 def library(tmp_path, monkeypatch):
-    path = tmp_path / dashboard.CHART_NAME
+    path = tmp_path / "chart.umd.min.js"
     path.write_bytes(FAKE_LIBRARY)
-    monkeypatch.setattr(dashboard, "CHART_LIBRARY", path)
+    monkeypatch.setattr(dashboard, "library_paths", lambda: {path.name: path})
     return path
 
 
@@ -86,7 +86,8 @@ async def test_files_are_read_once_at_start(client, library):
 
 async def test_missing_chart_library_answers_503_and_warns(
         aiohttp_client, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(dashboard, "CHART_LIBRARY", tmp_path / "absent" / "chart.umd.min.js")
+    absent = tmp_path / "absent" / "chart.umd.min.js"
+    monkeypatch.setattr(dashboard, "library_paths", lambda: {absent.name: absent})
     app = web.Application()
     with caplog.at_level(logging.WARNING, logger="lestats.dashboard"):
         dashboard.add_dashboard_routes(app)

@@ -93,22 +93,28 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
                  env: dict | None = None, state_dir: Path | None = None,
                  port: int | None = None, host: str = "127.0.0.1",
                  ready_timeout: float = 30.0, wait_ready: bool = True,
-                 preexec_fn=None) -> LiveServer:
+                 preexec_fn=None, program: list[str] | None = None,
+                 cwd: Path | None = None) -> LiveServer:
+    """`program` replaces `python -m server` (e.g. an installed `lestats` script,
+    which then runs with no PYTHONPATH: the installed copy, not this checkout)."""
     port = port or free_port()
     state_dir = state_dir or tmp_path / "state"
     log_file = tmp_path / "webserver.log"
     output = tmp_path / f"server-{port}-{time.monotonic_ns()}.out"
-    command = [sys.executable, "-m", "server", "serve", "--host", host, "--port", str(port),
-               "--workers", str(workers), "--state-dir", str(state_dir)]
+    command = [*(program or [sys.executable, "-m", "server"]), "serve", "--host", host,
+               "--port", str(port), "--workers", str(workers), "--state-dir", str(state_dir)]
     if data is not None:
         command += ["--data", str(data)]
     command += list(args)
     environment = {**os.environ, "LESTATS_LOG_FILE": str(log_file),
                    "LESTATS_SHUTDOWN_LINGER": "0", **(env or {})}
+    environment.pop("PYTHONPATH", None)
+    if program is None:
+        environment["PYTHONPATH"] = str(ROOT)
     with open(output, "wb") as sink:
-        process = subprocess.Popen(command, cwd=tmp_path, env={
-            **environment, "PYTHONPATH": str(ROOT)}, stdout=sink, stderr=subprocess.STDOUT,
-            preexec_fn=preexec_fn)
+        process = subprocess.Popen(command, cwd=cwd or tmp_path, env=environment,
+                                   stdout=sink, stderr=subprocess.STDOUT,
+                                   preexec_fn=preexec_fn)
     server = LiveServer(f"http://127.0.0.1:{port}", process, state_dir, log_file, output,
                         port, command)
     STARTED.append(server)
