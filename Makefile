@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 
 WEB_STAMP := web/node_modules/.stamp
 
-.PHONY: run test bench clean fetch web chromium
+# `make run PORT=5002` serves on another port (passed on as --port).
+PORT ?=
+
+.PHONY: run test lint bench clean fetch web chromium
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,14 +32,21 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-# Debian's Chromium for tests/browser/, installed only when it is absent.
+# System packages the tests need (Debian's Chromium for tests/browser/), installed
+# only when absent and without recommended packages (Chromium alone would pull ~115).
 chromium:
-	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	@test -x /usr/bin/chromium || (apt-get update && \
+		apt-get install -y --no-install-recommends chromium)
 
 run: $(VENV)/.runtime $(WEB_STAMP)
-	$(BIN)/lestats serve
+	$(BIN)/lestats serve $(if $(PORT),--port $(PORT))
 
-test: $(VENV)/.dev $(WEB_STAMP) chromium
+# ruff (lint) and mypy, configured in pyproject.toml.
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint $(WEB_STAMP) chromium
 	$(BIN)/python -m pytest -q
 
 # The real CDC dataset, into data/cache/ (README "Using the data").
@@ -50,4 +60,4 @@ bench: $(VENV)/.dev
 	$(BIN)/python -m tests.load.bench
 
 clean:
-	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json
+	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json build dist

@@ -45,6 +45,9 @@ class JobService:
         self._drained = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
+        # No job queued or running when the shutdown was asked for: there is no last
+        # answer for a client to collect, so the linger is skipped.
+        self.idle_at_shutdown = False
         self.listeners: list[Callable[[str, Job, bool], None]] = []  # (event, job, ok)
 
     def open(self) -> list[Job]:
@@ -127,6 +130,8 @@ class JobService:
         if self.accepting:
             log.info("graceful shutdown: no new jobs; %d still running",
                      self.status.running_count, extra=logsetup.CONSOLE)
+        if not self.shutdown_requested.is_set():
+            self.idle_at_shutdown = self.status.running_count == 0
         self.accepting = False
         self.shutdown_requested.set()
         if self.status.running_count == 0:

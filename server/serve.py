@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import resource
 import signal
 import sys
@@ -41,7 +42,7 @@ def serve(settings: Settings) -> int:
               f"({exc.strerror or exc})", file=sys.stderr)
         return 2
     try:
-        try:  # libuv's loop: less CPU per request (README "Dependencies")
+        try:  # libuv's loop: less CPU per request (docs/design.md, "Dependencies")
             import uvloop
             runner = uvloop.run
         except ImportError:
@@ -106,17 +107,26 @@ async def _serve(settings: Settings) -> int:
         try:
             await site.start()
         except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = (f"; is another server running there? Choose another port: "
+                        f"--port N, LESTATS_PORT=N or `make run PORT=N`")
             raise StartupError(f"cannot listen on {settings.host}:{settings.port} "
-                               f"({exc.strerror or exc})") from None
+                               f"({exc.strerror or exc}){hint}") from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
                  settings.host, settings.port, settings.worker_count,
                  info["startup_seconds"], extra=logsetup.CONSOLE)
         await service.shutdown_requested.wait()
         await service.wait_drained()
-        log.info("all accepted jobs finished; serving results for %g s more",
-                 settings.shutdown_linger, extra=logsetup.CONSOLE)
-        await _linger(service, settings.shutdown_linger)
+        if service.idle_at_shutdown:
+            log.info("no job was in flight; stopping without the linger",
+                     extra=logsetup.CONSOLE)
+        elif settings.shutdown_linger > 0:
+            log.info("all accepted jobs finished; serving results for %g s more "
+                     "(a second Ctrl-C skips this)", settings.shutdown_linger,
+                     extra=logsetup.CONSOLE)
+            await _linger(service, settings.shutdown_linger)
     log.info("stopped cleanly", extra=logsetup.CONSOLE)
     return 0
 
