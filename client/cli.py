@@ -11,8 +11,8 @@ import asyncio
 import json
 import sys
 
-from compute.endpoints import ENDPOINTS
 from client.http import DEFAULT_TIMEOUT, DEFAULT_URL, Answer, Client, ClientError
+from compute.endpoints import ENDPOINTS
 
 REFUSED, NO_ANSWER, INTERRUPTED = 1, 3, 130
 KEY_COLUMNS = ("state", "category", "stratification")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Callable, TypedDict
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import aiohttp
 

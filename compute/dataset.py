@@ -17,6 +17,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class Dataset:
     def group_keys(self) -> np.ndarray:
         """The answer key of every possible (location, category, stratification) group
         code: "('Ohio', 'Age (years)', '18 - 24')", built once, not once per answer."""
-        return np.array([str((l, c, s)) for l in self.locations for c in self.categories
+        return np.array([str((loc, c, s)) for loc in self.locations for c in self.categories
                          for s in self.stratifications] or [""], dtype=object)
 
     @cached_property
@@ -89,7 +90,7 @@ class Dataset:
                 "categories": self.categories, "stratifications": self.stratifications}
 
 
-def load_csv(path: str | os.PathLike) -> Dataset:
+def load_csv(path: str | os.PathLike[str]) -> Dataset:
     # Imported here, not at the top: workers import this module for Dataset only, and
     # pandas + pyarrow would add ~0.5 s to every worker's start.
     import pyarrow as pa
@@ -200,7 +201,7 @@ def _no_final_line_break(path: str) -> str:
             "(a truncated download?); add one if the file is complete")
 
 
-def _codes(column) -> tuple[np.ndarray, list[str]]:
+def _codes(column: Any) -> tuple[np.ndarray, list[str]]:  # a pyarrow ChunkedArray
     """Integer codes into a sorted vocabulary, so code order equals name order."""
     import pyarrow.compute as pc
 
@@ -238,7 +239,7 @@ def release_memory() -> None:
         pass  # not glibc: the memory is reused, just not returned
 
 
-def _encode(table, path: str) -> Dataset:
+def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
     import pandas as pd
 
     codes, vocab = {}, {}

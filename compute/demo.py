@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
@@ -58,7 +59,7 @@ HEADER = (
 NO_DATA = "Data not available because sample size is insufficient."
 
 
-def rows(count: int = DEFAULT_ROWS, seed: int = 0):
+def rows(count: int = DEFAULT_ROWS, seed: int = 0) -> Iterator[tuple[object, ...]]:
     """Yield `count` data rows. Every (question, location, stratification) combination
     appears before any repeats, in a shuffled order, so ~13,900 rows cover them all."""
     rng = random.Random(seed)
@@ -91,7 +92,7 @@ def rows(count: int = DEFAULT_ROWS, seed: int = 0):
                category, stratification)
 
 
-def write(path: str | os.PathLike, count: int = DEFAULT_ROWS, seed: int = 0) -> Path:
+def write(path: str | os.PathLike[str], count: int = DEFAULT_ROWS, seed: int = 0) -> Path:
     """Write the dataset atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +105,7 @@ def write(path: str | os.PathLike, count: int = DEFAULT_ROWS, seed: int = 0) -> 
     return path
 
 
-def is_synthetic(path: str | os.PathLike) -> bool:
+def is_synthetic(path: str | os.PathLike[str]) -> bool:
     """True for a file made by this generator (its second line carries the marker)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:

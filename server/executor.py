@@ -7,7 +7,8 @@ machine); another executor can replace it without touching compute/ or the route
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from compute.messages import Job, Outcome
 

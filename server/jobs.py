@@ -11,8 +11,8 @@ shutdown:  stop accepting, wait until every accepted job has finished, stop the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from compute.messages import Job, Outcome, job_key
 from server import logsetup

@@ -109,8 +109,8 @@ async def _serve(settings: Settings) -> int:
         except OSError as exc:
             hint = ""
             if exc.errno == errno.EADDRINUSE:
-                hint = (f"; is another server running there? Choose another port: "
-                        f"--port N, LESTATS_PORT=N or `make run PORT=N`")
+                hint = ("; is another server running there? Choose another port: "
+                        "--port N, LESTATS_PORT=N or `make run PORT=N`")
             raise StartupError(f"cannot listen on {settings.host}:{settings.port} "
                                f"({exc.strerror or exc}){hint}") from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)

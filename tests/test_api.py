@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from compute.questions import LOWER_IS_BETTER
 from compute.endpoints import ENDPOINTS
+from compute.questions import LOWER_IS_BETTER
 from tests.reference import Reference, assert_close
 from tests.support.inprocess import running_app
 

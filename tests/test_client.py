@@ -9,11 +9,11 @@ import time
 import pytest
 from aiohttp import web
 
-from compute import stats
-from compute.endpoints import ENDPOINTS
-from compute.dataset import load_csv
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from client import Client, ClientError, SyncClient
+from compute import stats
+from compute.dataset import load_csv
+from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from server.cli import main
 from tests.support.live import free_port, start_server
 

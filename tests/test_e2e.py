@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.reference import Reference, assert_close
 from tests.support.live import ROOT, shm_segments, start_server
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from compute import demo
 from compute.dataset import load_csv
-from server import cli, fetch
+from server import fetch
 from server.cli import main
 from server.fetch import FetchError
 

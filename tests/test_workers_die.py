@@ -8,17 +8,14 @@ parent must keep answering all along.
 from __future__ import annotations
 
 import asyncio
-
 import os
 import random
 import re
 import signal
-import threading
 import time
 
 from tests.support.live import shm_segments, start_server
-from tests.support.load import (STATES, ClientLoad, JobMix, alive, http, log_text,
-                                wait_until)
+from tests.support.load import STATES, ClientLoad, JobMix, alive, http, log_text, wait_until
 
 WORKERS = 2
 KILLS = 10

@@ -25,8 +25,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable
 from multiprocessing.managers import SyncManager
-from typing import Iterable
 
 from compute.messages import Batch, Done, Job, Outcome, Taken
 from compute.shared import SharedHandle

@@ -48,7 +48,7 @@ class Context:
         return [q for q, d in self.directions.items() if d in ("lower", "higher")]
 
     @classmethod
-    def from_api(cls, states_body: dict, questions_body: dict) -> "Context":
+    def from_api(cls, states_body: dict, questions_body: dict) -> Context:
         states = states_body["states"]
         directions = {q["text"]: q.get("direction") for q in questions_body["questions"]}
         if not states or not directions:

@@ -232,7 +232,7 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
-def process_groups(server: "Server", locust_pid: int | None = None) -> dict:
+def process_groups(server: Server, locust_pid: int | None = None) -> dict:
     """CPU-time readers: the server's parent, its other processes (workers, manager,
     resource tracker), locust's processes, and everything else on the machine."""
     helpers = server.worker_pids()
@@ -298,7 +298,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> Server:
         self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LESTATS_LOG_FILE": str(self.workdir / "webserver.log"),
@@ -317,7 +317,7 @@ class Server:
             self.stop()
             raise
 
-    def _wait_ready(self, timeout: float) -> "Server":
+    def _wait_ready(self, timeout: float) -> Server:
         deadline = self.started + timeout
         while True:
             if self.process.poll() is not None:
@@ -484,8 +484,8 @@ def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
 
 def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
     from compute.dataset import load_csv
-    from compute.questions import direction
     from compute.endpoints import ENDPOINTS as SPECS
+    from compute.questions import direction
     from compute.stats import COMPUTE, answer
 
     ds = load_csv(path)
@@ -864,7 +864,7 @@ def evaluate(results: dict, plan: Plan) -> list[dict]:
         rows = results["datasets"][label]["rows"]
         add(f"in-worker median per job < {TARGETS[key]:g} µs on {rows:,} rows, mixed jobs "
             f"through the worker's JobRunner (µs)", median, TARGETS[key], median < TARGETS[key])
-        add(f"  the same for the slowest endpoint, uncached (µs)",
+        add("  the same for the slowest endpoint, uncached (µs)",
             worst, TARGETS[key], worst < TARGETS[key])
     return targets
 

@@ -14,10 +14,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compute.shared import segments_of as shm_segments  # re-exported for the tests
+from compute.shared import segments_of as shm_segments  # noqa: F401 (for the tests)
 
 ROOT = Path(__file__).resolve().parents[2]
-STARTED: list["LiveServer"] = []  # every server process a test started (see conftest)
+STARTED: list[LiveServer] = []  # every server process a test started (see conftest)
 
 
 def free_port() -> int:
@@ -81,7 +81,7 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait(5)
                 raise AssertionError(f"server did not stop within {timeout} s:\n"
-                                     + self.output.read_text())
+                                     + self.output.read_text()) from None
         return self.process.returncode
 
     def text(self) -> str:

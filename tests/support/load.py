@@ -6,7 +6,6 @@ flag and every request by a timeout, so a test using it always ends by itself.
 """
 from __future__ import annotations
 
-from http.client import HTTPException
 import json
 import os
 import random
@@ -14,10 +13,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPException
 from pathlib import Path
 
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.reference import Reference, assert_close
 
 QUESTIONS = (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)
@@ -91,7 +91,7 @@ class ClientLoad:
         self._threads = [threading.Thread(target=self._client, args=(seed * 1000 + i,),
                                           daemon=True) for i in range(clients)]
 
-    def start(self) -> "ClientLoad":
+    def start(self) -> ClientLoad:
         for thread in self._threads:
             thread.start()
         return self
