@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import aiohttp
 
@@ -39,6 +39,7 @@ Answer = dict[str, Any]
 class QuestionInfo(TypedDict):
     text: str
     direction: str | None  # "lower" or "higher" is better; None: not for best5/worst5
+    id: NotRequired[str]  # the CDC QuestionID ("Q036"), when the data file has one
 
 
 class ClientError(Exception):

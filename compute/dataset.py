@@ -23,9 +23,9 @@ import numpy as np
 
 from compute.questions import direction
 
-QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE, YEAR = (
+QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE, YEAR, QUESTION_ID = (
     "Question", "LocationDesc", "StratificationCategory1", "Stratification1",
-    "Data_Value", "YearStart")
+    "Data_Value", "YearStart", "QuestionID")
 REQUIRED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE)
 CODED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION)
 
@@ -50,6 +50,9 @@ class Dataset:
     locations: list[str]
     categories: list[str]
     stratifications: list[str]
+    # The CDC's short id of each question ("Q036"), parallel to `questions`; empty
+    # when the file has no QuestionID column.
+    question_ids: list[str] = field(default_factory=list)
     file: str = ""
     rows_read: int = 0
     rows_ignored: int = 0
@@ -87,7 +90,8 @@ class Dataset:
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {"questions": self.questions, "locations": self.locations,
-                "categories": self.categories, "stratifications": self.stratifications}
+                "categories": self.categories, "stratifications": self.stratifications,
+                "question_ids": self.question_ids}
 
 
 def load_csv(path: str | os.PathLike[str]) -> Dataset:
@@ -103,7 +107,7 @@ def load_csv(path: str | os.PathLike[str]) -> Dataset:
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
                         f"(the header has {len(header)} column(s))")
-    wanted = [c for c in (*REQUIRED, YEAR) if c in raw_names]
+    wanted = [c for c in (*REQUIRED, YEAR, QUESTION_ID) if c in raw_names]
     ends_with_line_break = _check_bytes(path)
     try:
         table = pacsv.read_csv(
@@ -252,6 +256,11 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
         year = year.to_numpy(dtype=np.int64)
     else:
         year = np.zeros(len(values), dtype=np.int64)
+    question_ids: list[str] = []
+    if QUESTION_ID in table.column_names:
+        ids = table.column(QUESTION_ID).to_numpy(zero_copy_only=False)
+        _, first = np.unique(codes[QUESTION], return_index=True)  # a row of each question
+        question_ids = [str(ids[row]).strip() for row in first]
     keep = np.isfinite(values)
     order = np.lexsort((codes[STRATIFICATION][keep], codes[CATEGORY][keep],
                         codes[LOCATION][keep], codes[QUESTION][keep]))
@@ -276,5 +285,5 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
     }
     return Dataset(arrays=arrays, questions=vocab[QUESTION], locations=vocab[LOCATION],
                    categories=vocab[CATEGORY], stratifications=vocab[STRATIFICATION],
-                   file=path, rows_read=table.num_rows,
+                   question_ids=question_ids, file=path, rows_read=table.num_rows,
                    rows_ignored=int(table.num_rows - keep.sum()))

@@ -126,9 +126,13 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def questions(request: web.Request) -> web.Response:
+    """Each question's text and better direction, and its CDC QuestionID ("id") when
+    the data file has that column."""
     ds = request.app[DATASET]
-    return web.json_response({"questions": [{"text": q, "direction": ds.direction(q)}
-                                            for q in ds.questions]})
+    ids = ds.question_ids or [""] * len(ds.questions)
+    return web.json_response({"questions": [
+        {"text": q, "direction": ds.direction(q), **({"id": i} if i else {})}
+        for q, i in zip(ds.questions, ids)]})
 
 
 async def states(request: web.Request) -> web.Response:

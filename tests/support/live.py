@@ -89,6 +89,13 @@ class LiveServer:
         return self.output.read_text()
 
 
+def assert_clean_stop(server: LiveServer, sig: int = signal.SIGTERM) -> None:
+    """Stop `server` and check what every stop must leave: exit code 0 and none of
+    its shared memory segments."""
+    assert server.stop(sig) == 0, server.text()
+    assert shm_segments(server.pid) == [], server.text()
+
+
 def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: int = 2,
                  env: dict | None = None, state_dir: Path | None = None,
                  port: int | None = None, host: str = "127.0.0.1",
