@@ -49,7 +49,7 @@ lint: $(VENV)/.dev
 test: lint $(WEB_STAMP) chromium
 	$(BIN)/python -m pytest -q
 
-# The real CDC dataset, into data/cache/ (README "Using the data").
+# The real CDC dataset, into data/cache/ (docs/operations.md, "Using the data").
 fetch: $(VENV)/.runtime
 	$(BIN)/lestats data fetch
 

@@ -28,7 +28,7 @@ from compute.endpoints import ENDPOINTS, Endpoint
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 DEFAULT_TIMEOUT = 60.0
-# The server caps ?wait= at 30 s (SPEC §3); longer waits are several polls.
+# The server caps ?wait= at 30 s (docs/api.md, "Jobs"); longer waits are several polls.
 MAX_SERVER_WAIT = 30.0
 # A long poll answers within its wait; this covers the round trip on top of it.
 REPLY_GRACE = 5.0

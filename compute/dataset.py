@@ -1,6 +1,6 @@
 """CSV → columnar numpy arrays: float64 values and small integer codes.
 
-The loader is strict on purpose (SPEC §1): a file that is missing, empty, lacks one of
+The loader is strict on purpose (docs/api.md, "Data"): a file that is missing, empty, lacks one of
 the five columns, or has a row with the wrong number of fields is refused as a whole,
 with one sentence that names the file and the problem. Rows whose Data_Value is empty
 or not a finite number are dropped and counted.

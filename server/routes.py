@@ -74,7 +74,7 @@ async def get_results(request: web.Request) -> web.Response:
             return web.Response(body=body, content_type="application/json")
     if state == status.EVICTED:
         return error(410, f"job {job_id} finished long ago and its result was "
-                          "evicted (README: retention)")
+                          "evicted (docs/guarantees.md: retention)")
     return error(404, "Invalid job_id")
 
 
@@ -88,7 +88,7 @@ async def num_jobs(request: web.Request) -> web.Response:
 
 
 def admin_refusal(request: web.Request) -> web.Response | None:
-    """SPEC §5: a token when one is set, otherwise a loopback client."""
+    """docs/api.md, "Security": a token when one is set, otherwise a loopback client."""
     token = request.app[SETTINGS].admin_token
     if token:
         given = request.headers.get("Authorization", "")

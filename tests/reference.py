@@ -1,4 +1,5 @@
-"""An independent, deliberately naive implementation of the nine statistics (SPEC §2):
+"""An independent, deliberately naive implementation of the nine statistics (docs/api.md,
+"The nine statistics"):
 plain Python loops over the CSV's rows, no numpy, no shared code with compute/.
 The tests check that the server agrees with it to 1e-9."""
 from __future__ import annotations

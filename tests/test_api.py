@@ -1,4 +1,4 @@
-"""The HTTP API through aiohttp_client: every route and every error row of SPEC §4."""
+"""The HTTP API through aiohttp_client: every route and every error row of docs/api.md, "Errors"."""
 from __future__ import annotations
 
 import pytest

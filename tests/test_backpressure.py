@@ -1,4 +1,4 @@
-"""Backpressure and retention on the real process (README "Guarantees").
+"""Backpressure and retention on the real process (docs/guarantees.md).
 
 A flood far beyond LESTATS_MAX_QUEUE gets 503 with Retry-After for the excess and
 never a hang; every accepted job still finishes. The retention limit

@@ -43,7 +43,7 @@ def expected(server):
 
 
 def assert_same(got, want):
-    """Same keys in the same order, numbers equal to 1e-9 (SPEC §2)."""
+    """Same keys in the same order, numbers equal to 1e-9 (docs/api.md, "The nine statistics")."""
     if isinstance(want, dict):
         assert list(got) == list(want)
         for key in want:

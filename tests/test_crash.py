@@ -1,4 +1,4 @@
-"""Crash safety of the parent process (README "Guarantees").
+"""Crash safety of the parent process (docs/guarantees.md).
 
 The real server is killed with SIGKILL at a random moment while client threads post
 and poll, four times in a row, and started again each time on the same state dir (and

@@ -1,9 +1,9 @@
-"""Hostile input against the real server process (SPEC §4, §5).
+"""Hostile input against the real server process (docs/api.md, "Errors" and "Security").
 
 Property-based (hypothesis, bounded, no deadline): random JSON values and bytes as
 bodies, wrong content types, control and unicode characters in the fields, huge and
 deeply nested bodies, odd job ids and query values. Every answer must be a 200 job for
-valid input and otherwise a JSON error of SPEC §4 with a 4xx code; nothing may reach
+valid input and otherwise a JSON error of docs/api.md, "Errors" with a 4xx code; nothing may reach
 a file path; the server must keep serving. Then raw malformed HTTP over a socket
 (answered by aiohttp's parser before any handler: JSON too), and schemathesis against
 the server's own /openapi.json.

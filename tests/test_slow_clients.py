@@ -1,4 +1,4 @@
-"""Slow and broken clients (README "Guarantees").
+"""Slow and broken clients (docs/guarantees.md).
 
 Hundreds of connections that stall mid-headers or mid-body, or vanish mid-request,
 must not keep a normal client from its answers, and must not hold the server's

@@ -1,4 +1,4 @@
-"""Crash safety of the workers (README "Guarantees").
+"""Crash safety of the workers (docs/guarantees.md).
 
 Worker processes of the real server (pids from /api/info) are killed with SIGKILL
 again and again while clients post and poll. Every job must still end `done` with the

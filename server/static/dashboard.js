@@ -1,5 +1,5 @@
 "use strict";
-// The dashboard is an ordinary client of the public job API (SPEC §3): it POSTs a
+// The dashboard is an ordinary client of the public job API (docs/api.md, "Jobs"): it POSTs a
 // statistic, then long-polls /api/get_results/<id>?wait=… until the job is done.
 // No build step: plain browser JavaScript plus the Chart.js UMD bundle served by
 // the app (server/dashboard.py), loaded before this file.
@@ -240,7 +240,7 @@ function rankOf(state) {
   return `Mean ${fmt(mean)}, rank ${i + 1} of ${ranking.data.labels.length} (lowest first). `;
 }
 
-// diff = global mean − state mean (SPEC §2): a negative diff is a state above the mean.
+// diff = global mean − state mean (docs/api.md, "The nine statistics"): a negative diff is a state above the mean.
 function describeDiff(state, diff) {
   if (diff === null || diff === undefined) return `${state} has no data for this question.`;
   const side = diff < 0 ? "above" : diff > 0 ? "below" : "exactly at";
