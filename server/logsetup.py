@@ -1,4 +1,5 @@
-"""Logging (docs/operations.md, "Logs") that never blocks the event loop and costs it little.
+"""Logging (docs/operations.md, "Logs and metrics") that never blocks the event loop
+and costs it little.
 
 Every logger hands its records, unformatted, to a queue. One background thread takes
 them in bulk, formats them and writes each batch with a single write to a rotating
