@@ -15,8 +15,8 @@ import re
 import signal
 import time
 
-from tests.support.live import shm_segments, start_server
-from tests.support.load import ClientLoad, JobMix, alive, children, http, wait_until
+from tests.support.live import assert_clean_stop, http, shm_segments, start_server
+from tests.support.load import ClientLoad, JobMix, alive, children, wait_until
 
 CYCLES = 4
 SEED = int(os.environ.get("LESTATS_CRASH_SEED", "20240611"))
@@ -115,7 +115,5 @@ def test_kill_9_under_load_loses_nothing(tmp_path, demo_csv):
         assert wait_until(lambda family=family: not any(alive(p) for p in family), 15), \
             [p for p in family if alive(p)]
 
-    code = server.stop()
-    assert code == 0, server.text()
-    assert shm_segments(server.pid) == []
+    assert_clean_stop(server)
     print(f"{len(acknowledged)} jobs acknowledged over {CYCLES} kills, all done")

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compute.endpoints import ENDPOINTS
-from tests.support.live import shm_segments, start_server
+from tests.support.live import assert_clean_stop, start_server
+from tests.support.live import http as call
 from tests.support.load import QUESTIONS, log_text
-from tests.support.load import http as call
 
 STATES = ("Ohio", "Alabama", "National", "Guam", "Virgin Islands")
 BOUNDED = settings(max_examples=120, deadline=None, database=None,
@@ -52,9 +52,7 @@ def server(tmp_path_factory, demo_csv):
             assert name.startswith(("state", "webserver.log", "server-")), name
         assert "Traceback" not in live.text() + log_text(live.log_file)
     finally:
-        code = live.stop()
-    assert code == 0, live.text()
-    assert shm_segments(live.pid) == []
+        assert_clean_stop(live)
 
 
 def send(server, method: str, path: str, body: bytes | None = None,

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from compute.shared import segments_of as shm_segments  # noqa: F401 (for the tests)
 
@@ -24,6 +25,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def http(url: str, method: str = "GET", body=None, timeout: float = 10.0,
+         headers: dict | None = None, raw: bytes | None = None) -> tuple[int, Any, dict]:
+    """(status, parsed JSON, headers) of one request, error statuses included; raises
+    OSError when the server cannot be reached (refused, reset, killed mid-answer).
+    `body` is sent as JSON, `raw` as it is. The one HTTP helper of the tests."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json",
+                                              **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read()), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read()), dict(error.headers)
 
 
 @dataclass
@@ -42,16 +60,8 @@ class LiveServer:
 
     def request(self, method: str, path: str, body=None, headers: dict | None = None,
                 timeout: float = 10.0, raw: bytes | None = None) -> tuple[int, dict]:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              **(headers or {})})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            with error:
-                return error.code, json.loads(error.read())
+        status, answer, _ = http(self.url + path, method, body, timeout, headers, raw)
+        return status, answer
 
     def get(self, path: str, **kw) -> tuple[int, dict]:
         return self.request("GET", path, **kw)
