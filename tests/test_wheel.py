@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,8 +32,15 @@ def installed(tmp_path_factory) -> Path:
         assert (ROOT / "web" / "node_modules" / source).is_file(), \
             "run `make web` first: the wheel vendors the dashboard's libraries"
     base = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: an in-tree build leaves build/ behind, whose stale files
+    # would end up in later wheels.
+    source = base / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "node_modules", "results", "data",
+        "__pycache__", ".pytest_cache", ".hypothesis", "bench-profile", "webserver.log*"))
+    (source / "web" / "node_modules").symlink_to(ROOT / "web" / "node_modules")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-                            "-w", str(base / "dist"), str(ROOT)],
+                            "-w", str(base / "dist"), str(source)],
                            capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((base / "dist").glob("lestats-*.whl"))
