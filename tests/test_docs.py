@@ -5,8 +5,9 @@ its own file), the tables whose first header cell is:
 
 - `route`: rows `` `METHOD /path` ``, compared with the router of the real
   application (server.app.init_app), HEAD left out (every GET answers it);
-- `setting`: rows `` `name` | `ENVIRONMENT_VARIABLE` ``, compared with server.config
-  (Settings and ENVIRONMENT) and with the keys of config.toml;
+- `setting`: rows `` `name` | `ENVIRONMENT_VARIABLE` | `--flag` or empty ``, compared
+  with server.config (Settings and ENVIRONMENT), the options of `lestats serve` and
+  the keys of config.toml;
 - `when`: rows `… | status | `reason` ``, compared with every error the server code
   can answer, found in its source: each `error(status, reason)` call, each raise of
   `BadRequest(reason)` (a 400) and each entry of the `*REASONS` tables, whose reason is
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from server.app import init_app
+from server.cli import parser
 from server.config import ENVIRONMENT, Settings
 from server.jobs import JobService
 from tests.support.fixtures import write_rows
@@ -107,6 +109,21 @@ def documented_settings() -> dict[str, str]:
 def test_every_setting_is_documented_with_its_variable_and_nothing_else():
     code = {f.name: ENVIRONMENT.get(f.name, "") for f in fields(Settings)}
     assert documented_settings() == code
+
+
+def test_every_flag_of_lestats_serve_is_the_documented_one():
+    """The `flag` column against `lestats serve`'s own options (--config is not a
+    setting: it names the file the settings come from)."""
+    serve = next(action for action in parser()._subparsers._actions
+                 if action.dest == "command").choices["serve"]
+    flags = {action.dest: action.option_strings[0] for action in serve._actions
+             if action.option_strings and action.dest not in ("help", "config")}
+    documented = {}
+    for _, cells in tables("setting"):
+        flag = code_span(cells[2]) if len(cells) > 2 else None
+        if flag:
+            documented[code_span(cells[0])] = flag
+    assert documented == flags
 
 
 def test_config_toml_has_a_line_for_every_setting():
