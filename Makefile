@@ -9,7 +9,7 @@ WEB_STAMP := web/node_modules/.stamp
 # `make run PORT=5002` serves on another port (passed on as --port).
 PORT ?=
 
-.PHONY: run test lint bench clean fetch web chromium
+.PHONY: run test lint bench clean fetch web system-packages
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,17 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-# System packages the tests need (Debian's Chromium for tests/browser/), installed
-# only when absent and without recommended packages (Chromium alone would pull ~115).
-chromium:
-	@test -x /usr/bin/chromium || (apt-get update && \
-		apt-get install -y --no-install-recommends chromium)
+# System packages the tests need, installed only when absent and without recommended
+# packages (Chromium alone would pull ~115): Debian's Chromium for tests/browser/.
+# One package:binary pair each.
+system-packages:
+	@missing=""; \
+	for pair in chromium:/usr/bin/chromium; do \
+	    test -x "$${pair#*:}" || missing="$$missing $${pair%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    apt-get update && apt-get install -y --no-install-recommends $$missing; \
+	fi
 
 run: $(VENV)/.runtime $(WEB_STAMP)
 	$(BIN)/lestats serve $(if $(PORT),--port $(PORT))
@@ -46,7 +52,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint $(WEB_STAMP) chromium
+test: lint $(WEB_STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
 # The real CDC dataset, into data/cache/ (docs/operations.md, "Using the data").

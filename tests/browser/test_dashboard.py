@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium against the real server process.
 
-Debian's chromium (`make chromium`) is driven by Playwright with its executable
+Debian's chromium (`make system-packages`) is driven by Playwright with its executable
 path set, so no browser is downloaded. A missing browser or Playwright FAILS the
 test: a skipped browser test would let a broken page land. The chart library is
 installed here with `npm ci` when web/node_modules lacks it.
@@ -68,7 +68,7 @@ def server(tmp_path_factory, chart_library):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-packages` (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
