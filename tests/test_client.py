@@ -203,9 +203,10 @@ def test_questions_and_states_list_what_the_server_knows(server, expected, capsy
     assert run_cli("questions", "--url", server[0]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(expected.dataset.questions)
-    for line, question in zip(lines, expected.dataset.questions):
+    for line, question, cdc_id in zip(lines, expected.dataset.questions,
+                                      expected.dataset.question_ids):
         assert line.endswith(question)
-        assert line.split()[0] == (expected.dataset.direction(question) or "-")
+        assert line.split()[:2] == [cdc_id, expected.dataset.direction(question) or "-"]
     assert run_cli("states", "--url", server[0], "--json") == 0
     assert json.loads(capsys.readouterr().out) == expected.dataset.locations
 
@@ -216,6 +217,13 @@ def test_ask_takes_an_unambiguous_beginning_of_the_question(server, expected, ca
     assert run_cli("ask", "global_mean", "--question", beginning, "--json",
                    "--url", server[0]) == 0
     assert_same(json.loads(capsys.readouterr().out), expected("global_mean", QUESTION))
+
+
+def test_ask_takes_the_cdc_question_id(server, expected, capsys):
+    cdc_id = expected.dataset.question_ids[expected.dataset.questions.index(QUESTION)]
+    assert run_cli("ask", "best5", "--question", cdc_id.lower(), "--json",
+                   "--url", server[0]) == 0
+    assert_same(json.loads(capsys.readouterr().out), expected("best5", QUESTION))
 
 
 def test_an_ambiguous_beginning_lists_the_candidates(server, expected, capsys):
