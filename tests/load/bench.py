@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.live import free_port
+from tests.support.live import free_port, serve_command, serve_environment
 from tests.support.live import http as live_http
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,11 +287,8 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "LESTATS_LOG_FILE": str(self.workdir / "webserver.log"),
-               "LESTATS_SHUTDOWN_LINGER": "0", "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--data", str(self.data),
-                   "--workers", str(self.workers), "--state-dir", str(self.workdir / "state")]
+        env = serve_environment(self.workdir / "webserver.log", {"PYTHONUNBUFFERED": "1"})
+        command = serve_command(self.port, self.workers, self.workdir / "state", self.data)
         self._stderr = open(self.workdir / "server.stderr", "wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,

@@ -106,6 +106,21 @@ def assert_clean_stop(server: LiveServer, sig: int = signal.SIGTERM) -> None:
     assert shm_segments(server.pid) == [], server.text()
 
 
+def serve_command(port: int, workers: int, state_dir: Path, data: Path | None = None,
+                  host: str = "127.0.0.1", program: list[str] | None = None) -> list[str]:
+    """`lestats serve` as the tests and the benchmark run it (`program` replaces
+    `python -m server`)."""
+    command = [*(program or [sys.executable, "-m", "server"]), "serve", "--host", host,
+               "--port", str(port), "--workers", str(workers), "--state-dir", str(state_dir)]
+    return command + (["--data", str(data)] if data is not None else [])
+
+
+def serve_environment(log_file: Path, env: dict | None = None) -> dict[str, str]:
+    """Its environment: our log file, and no linger (a test or a run stops at once)."""
+    return {**os.environ, "LESTATS_LOG_FILE": str(log_file), "LESTATS_SHUTDOWN_LINGER": "0",
+            **(env or {})}
+
+
 def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: int = 2,
                  env: dict | None = None, state_dir: Path | None = None,
                  port: int | None = None, host: str = "127.0.0.1",
@@ -118,13 +133,8 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
     state_dir = state_dir or tmp_path / "state"
     log_file = tmp_path / "webserver.log"
     output = tmp_path / f"server-{port}-{time.monotonic_ns()}.out"
-    command = [*(program or [sys.executable, "-m", "server"]), "serve", "--host", host,
-               "--port", str(port), "--workers", str(workers), "--state-dir", str(state_dir)]
-    if data is not None:
-        command += ["--data", str(data)]
-    command += list(args)
-    environment = {**os.environ, "LESTATS_LOG_FILE": str(log_file),
-                   "LESTATS_SHUTDOWN_LINGER": "0", **(env or {})}
+    command = serve_command(port, workers, state_dir, data, host, program) + list(args)
+    environment = serve_environment(log_file, env)
     environment.pop("PYTHONPATH", None)
     if program is None:
         environment["PYTHONPATH"] = str(ROOT)
