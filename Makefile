@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 
 WEB_STAMP := web/node_modules/.stamp
 
-.PHONY: run test bench bench-cluster clean fetch web system-packages
+# `make run PORT=5002` serves on another port (passed on as --port).
+PORT ?=
+
+.PHONY: run test lint bench bench-cluster clean fetch web system-packages
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +32,10 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 
 web: $(WEB_STAMP)
 
-# System packages the tests need, installed only when absent: Debian's Chromium for
-# tests/browser/, redis-server (and HAProxy) for tests/cluster/.
+# System packages the tests need, installed only when absent and without recommended
+# packages (Chromium alone would pull ~115): Debian's Chromium for tests/browser/,
+# redis-server and HAProxy for tests/cluster/.
+# One package:binary pair each.
 system-packages:
 	@missing=""; \
 	for pair in chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server \
@@ -42,12 +47,17 @@ system-packages:
 	fi
 
 run: $(VENV)/.runtime $(WEB_STAMP)
-	$(BIN)/lestats serve
+	$(BIN)/lestats serve $(if $(PORT),--port $(PORT))
 
-test: $(VENV)/.dev $(WEB_STAMP) system-packages
+# ruff (lint) and mypy, configured in pyproject.toml.
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint $(WEB_STAMP) system-packages
 	$(BIN)/python -m pytest -q
 
-# The real CDC dataset, into data/cache/ (README "Using the data").
+# The real CDC dataset, into data/cache/ (docs/operations.md, "Using the data").
 fetch: $(VENV)/.runtime
 	$(BIN)/lestats data fetch
 
@@ -65,4 +75,4 @@ bench-cluster: $(VENV)/.dev system-packages
 
 clean:
 	rm -rf $(VENV) results webserver.log* web/node_modules bench-results.json \
-		cluster-bench-results.json
+		cluster-bench-results.json build dist

@@ -1,7 +1,12 @@
-"""The `lestats ask` subcommand (wired into server.cli; needs aiohttp only).
+"""The client commands of `lestats` (wired into server.cli; need aiohttp only):
+`ask` one statistic, list the `questions` and the `states` a server knows.
 
-Exit codes: 0 done; 1 the server refused the request or the job failed; 3 no answer
-(server unreachable or timeout); 130 Ctrl-C.
+`ask --question` takes the full text, the CDC QuestionID (Q036) or an unambiguous
+beginning of the text, resolved against the server's own /api/questions.
+
+Exit codes: 0 done; 1 the server refused the request, the job failed, or a
+--question matched several questions; 3 no answer (server unreachable or timeout);
+130 Ctrl-C.
 """
 from __future__ import annotations
 
@@ -11,11 +16,39 @@ import asyncio
 import json
 import sys
 
+from client.http import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_URL,
+    Answer,
+    Client,
+    ClientError,
+    QuestionInfo,
+)
 from compute.endpoints import ENDPOINTS
-from client.http import DEFAULT_TIMEOUT, DEFAULT_URL, Answer, Client, ClientError
 
 REFUSED, NO_ANSWER, INTERRUPTED = 1, 3, 130
 KEY_COLUMNS = ("state", "category", "stratification")
+
+
+class Ambiguous(Exception):
+    """A --question that begins several questions; the message lists them."""
+
+
+def add_client_parsers(subparsers: argparse._SubParsersAction) -> None:
+    add_ask_parser(subparsers)
+    for name, what in (("questions", "the questions (id, better direction, text)"),
+                       ("states", "the states (every LocationDesc)")):
+        command = subparsers.add_parser(name, help=f"list {what} a running server knows",
+                                        description=f"Print {what}, one a line.")
+        command.add_argument("--json", action="store_true", help="print the list as JSON")
+        _add_connection(command)
+        command.set_defaults(run=run_listing, listing=name)
+
+
+def _add_connection(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    command.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                         help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT:g})")
 
 
 def add_ask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,28 +59,58 @@ def add_ask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     # answer to an unknown one is what the user should read.
     ask.add_argument("endpoint", metavar="ENDPOINT",
                      help=f"one of: {', '.join(ENDPOINTS)}")
-    ask.add_argument("--question", required=True, help="the question's full text")
+    ask.add_argument("--question", required=True,
+                     help="the question: its full text, its CDC id (Q036) or an unambiguous "
+                          "beginning of the text (`lestats questions` lists them)")
     ask.add_argument("--state", help="for state_* endpoints: a LocationDesc, e.g. Ohio")
     ask.add_argument("--year-start", type=int, metavar="YEAR",
                      help="only rows with YearStart >= YEAR (docs/analytics.md)")
     ask.add_argument("--year-end", type=int, metavar="YEAR",
                      help="only rows with YearEnd <= YEAR")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
-    ask.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
-    ask.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                     help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT:g})")
+    _add_connection(ask)
     ask.set_defaults(run=run_ask)
     return ask
+
+
+def resolve_question(given: str, known: list[QuestionInfo]) -> str:
+    """The full text `given` stands for: itself when it is a question; the question
+    whose CDC id it is; the one question it begins (ignoring case). Anything else is
+    sent as it is, so that the server's own reason (and suggestion) is what the user
+    reads."""
+    texts = [q["text"] for q in known]
+    if given in texts:
+        return given
+    for question in known:
+        if question.get("id", "").casefold() == given.strip().casefold():
+            return question["text"]
+    folded = given.casefold()
+    starting = [text for text in texts if given and text.casefold().startswith(folded)]
+    if len(starting) > 1:
+        raise Ambiguous(f"--question {given!r} begins {len(starting)} questions; give more "
+                        "of the text, or the id from `lestats questions`:\n  "
+                        + "\n  ".join(starting))
+    return starting[0] if starting else given
 
 
 def run_ask(args: argparse.Namespace) -> int:
     async def ask() -> Answer:
         async with Client(args.url, args.timeout) as client:
-            return await client.ask(args.endpoint, args.question, args.state,
+            try:
+                known = await client.questions()
+            except ClientError as exc:
+                if exc.status is None:
+                    raise
+                known = []  # a server without this extension: send the text as given
+            question = resolve_question(args.question, known)
+            return await client.ask(args.endpoint, question, args.state,
                                     year_start=args.year_start, year_end=args.year_end)
 
     try:
         data = asyncio.run(ask())
+    except Ambiguous as exc:
+        print(f"lestats: {args.endpoint}: {exc}", file=sys.stderr)
+        return REFUSED
     except ClientError as exc:
         hint = ""
         if exc.status == 404 and args.endpoint not in ENDPOINTS:
@@ -62,6 +125,40 @@ def run_ask(args: argparse.Namespace) -> int:
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json
           else table(args.endpoint, data))
     return 0
+
+
+def run_listing(args: argparse.Namespace) -> int:
+    async def fetch() -> list[QuestionInfo] | list[str]:
+        async with Client(args.url, args.timeout) as client:
+            if args.listing == "questions":
+                return await client.questions()
+            return await client.states()
+
+    try:
+        items = asyncio.run(fetch())
+    except ClientError as exc:
+        print(f"lestats: {args.listing}: {exc}", file=sys.stderr)
+        return NO_ANSWER if exc.status is None else REFUSED
+    except TimeoutError as exc:
+        print(f"lestats: {args.listing}: {exc}", file=sys.stderr)
+        return NO_ANSWER
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    if args.json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+    elif args.listing == "states":
+        print("\n".join(str(item) for item in items))
+    else:
+        print(question_lines(items))  # type: ignore[arg-type]
+    return 0
+
+
+def question_lines(questions: list[QuestionInfo]) -> str:
+    """One question a line: id (when the data has ids), better direction, text."""
+    width = max((len(q.get("id", "")) for q in questions), default=0)
+    return "\n".join(" ".join(filter(None, [q.get("id", "").ljust(width),
+                                             (q["direction"] or "-").ljust(6), q["text"]]))
+                     for q in questions)
 
 
 def table(endpoint: str, data: Answer) -> str:
@@ -128,7 +225,8 @@ def _rows(data: dict, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...
 
 
 def _key_cells(key: str) -> tuple[str, ...]:
-    """The *_by_category keys are str() of a tuple (SPEC §2): split them back."""
+    """The *_by_category keys are str() of a tuple (docs/api.md, "The nine
+    statistics"): split them back."""
     if key.startswith("("):
         try:
             parts = ast.literal_eval(key)

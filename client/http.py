@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Callable, TypedDict
+from collections.abc import Callable
+from typing import Any, NotRequired, TypedDict
 
 import aiohttp
 
@@ -29,7 +30,7 @@ from compute.endpoints import ENDPOINTS, Endpoint
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 DEFAULT_TIMEOUT = 60.0
-# The server caps ?wait= at 30 s (SPEC §3); longer waits are several polls.
+# The server caps ?wait= at 30 s (docs/api.md, "Jobs"); longer waits are several polls.
 MAX_SERVER_WAIT = 30.0
 # A long poll answers within its wait; this covers the round trip on top of it.
 REPLY_GRACE = 5.0
@@ -40,6 +41,7 @@ Answer = dict[str, Any]
 class QuestionInfo(TypedDict):
     text: str
     direction: str | None  # "lower" or "higher" is better; None: not for best5/worst5
+    id: NotRequired[str]  # the CDC QuestionID ("Q036"), when the data file has one
 
 
 class ClientError(Exception):

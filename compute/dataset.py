@@ -1,6 +1,6 @@
 """CSV → columnar numpy arrays: float64 values and small integer codes.
 
-The loader is strict on purpose (SPEC §1): a file that is missing, empty, lacks one of
+The loader is strict on purpose (docs/api.md, "Data"): a file that is missing, empty, lacks one of
 the five columns, or has a row with the wrong number of fields is refused as a whole,
 with one sentence that names the file and the problem. Rows whose Data_Value is empty
 or not a finite number are dropped and counted.
@@ -25,14 +25,15 @@ import os
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from compute.questions import direction
 
-QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE, YEAR, YEAR_END = (
+QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE, YEAR, YEAR_END, QUESTION_ID = (
     "Question", "LocationDesc", "StratificationCategory1", "Stratification1",
-    "Data_Value", "YearStart", "YearEnd")
+    "Data_Value", "YearStart", "YearEnd", "QuestionID")
 SAMPLE_SIZE, LOW, HIGH = "Sample_Size", "Low_Confidence_Limit", "High_Confidence_Limit"
 REQUIRED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE)
 CODED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION)
@@ -62,6 +63,9 @@ class Dataset:
     locations: list[str]
     categories: list[str]
     stratifications: list[str]
+    # The CDC's short id of each question ("Q036"), parallel to `questions`; empty
+    # when the file has no QuestionID column.
+    question_ids: list[str] = field(default_factory=list)
     file: str = ""
     rows_read: int = 0
     rows_ignored: int = 0
@@ -88,7 +92,7 @@ class Dataset:
     def group_keys(self) -> np.ndarray:
         """The answer key of every possible (location, category, stratification) group
         code: "('Ohio', 'Age (years)', '18 - 24')", built once, not once per answer."""
-        return np.array([str((l, c, s)) for l in self.locations for c in self.categories
+        return np.array([str((loc, c, s)) for loc in self.locations for c in self.categories
                          for s in self.stratifications] or [""], dtype=object)
 
     @cached_property
@@ -155,10 +159,11 @@ class Dataset:
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {"questions": self.questions, "locations": self.locations,
-                "categories": self.categories, "stratifications": self.stratifications}
+                "categories": self.categories, "stratifications": self.stratifications,
+                "question_ids": self.question_ids}
 
 
-def load_csv(path: str | os.PathLike) -> Dataset:
+def load_csv(path: str | os.PathLike[str]) -> Dataset:
     # Imported here, not at the top: workers import this module for Dataset only, and
     # pandas + pyarrow would add ~0.5 s to every worker's start.
     import pyarrow as pa
@@ -171,7 +176,7 @@ def load_csv(path: str | os.PathLike) -> Dataset:
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
                         f"(the header has {len(header)} column(s))")
-    wanted = [c for c in (*REQUIRED, *OPTIONAL) if c in raw_names]
+    wanted = [c for c in (*REQUIRED, *OPTIONAL, QUESTION_ID) if c in raw_names]
     ends_with_line_break = _check_bytes(path)
     try:
         table = pacsv.read_csv(
@@ -269,7 +274,7 @@ def _no_final_line_break(path: str) -> str:
             "(a truncated download?); add one if the file is complete")
 
 
-def _codes(column) -> tuple[np.ndarray, list[str]]:
+def _codes(column: Any) -> tuple[np.ndarray, list[str]]:  # a pyarrow ChunkedArray
     """Integer codes into a sorted vocabulary, so code order equals name order."""
     import pyarrow.compute as pc
 
@@ -307,7 +312,7 @@ def release_memory() -> None:
         pass  # not glibc: the memory is reused, just not returned
 
 
-def _encode(table, path: str) -> Dataset:
+def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -337,6 +342,11 @@ def _encode(table, path: str) -> Dataset:
 
     year = whole(YEAR)
     year_end = whole(YEAR_END) if YEAR_END in table.column_names else year
+    question_ids: list[str] = []
+    if QUESTION_ID in table.column_names:
+        ids = table.column(QUESTION_ID).to_numpy(zero_copy_only=False)
+        _, first = np.unique(codes[QUESTION], return_index=True)  # a row of each question
+        question_ids = [str(ids[row]).strip() for row in first]
     keep = np.isfinite(values)
     order = np.lexsort((codes[STRATIFICATION][keep], codes[CATEGORY][keep],
                         codes[LOCATION][keep], codes[QUESTION][keep]))
@@ -363,6 +373,6 @@ def _encode(table, path: str) -> Dataset:
     }
     return Dataset(arrays=arrays, questions=vocab[QUESTION], locations=vocab[LOCATION],
                    categories=vocab[CATEGORY], stratifications=vocab[STRATIFICATION],
-                   file=path, rows_read=table.num_rows,
+                   question_ids=question_ids, file=path, rows_read=table.num_rows,
                    rows_ignored=int(table.num_rows - keep.sum()),
                    year_end_column=YEAR_END in table.column_names)

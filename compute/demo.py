@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
@@ -47,18 +48,21 @@ STRATIFICATIONS = (
 )
 
 QUESTIONS = LOWER_IS_BETTER + HIGHER_IS_BETTER
+# The CDC's QuestionID of each (in the order of QUESTIONS), as the real file has them,
+# so that `lestats ask --question Q036` works on the demo too.
+QUESTION_IDS = ("Q037", "Q036", "Q047", "Q018", "Q019", "Q043", "Q044", "Q045", "Q046")
 YEARS = tuple(range(2011, 2023))
 HEADER = (
     "", "YearStart", "YearEnd", "LocationAbbr", "LocationDesc", "Datasource", "Class",
     "Topic", "Question", "Data_Value_Unit", "Data_Value_Type", "Data_Value",
     "Data_Value_Alt", "Data_Value_Footnote_Symbol", "Data_Value_Footnote",
     "Low_Confidence_Limit", "High_Confidence_Limit ", "Sample_Size", "GeoLocation",
-    "StratificationCategory1", "Stratification1",
+    "QuestionID", "StratificationCategory1", "Stratification1",
 )
 NO_DATA = "Data not available because sample size is insufficient."
 
 
-def rows(count: int = DEFAULT_ROWS, seed: int = 0):
+def rows(count: int = DEFAULT_ROWS, seed: int = 0) -> Iterator[tuple[object, ...]]:
     """Yield `count` data rows. Every (question, location, stratification) combination
     appears before any repeats, in a shuffled order, so ~13,900 rows cover them all."""
     rng = random.Random(seed)
@@ -88,10 +92,10 @@ def rows(count: int = DEFAULT_ROWS, seed: int = 0):
                "Synthetic", "Synthetic", QUESTIONS[q], "", "Value", value, value, "",
                footnote, low, high, rng.randint(50, 5000),
                f"({rng.uniform(18, 65):.6f}, {rng.uniform(-160, -65):.6f})",
-               category, stratification)
+               QUESTION_IDS[q], category, stratification)
 
 
-def write(path: str | os.PathLike, count: int = DEFAULT_ROWS, seed: int = 0) -> Path:
+def write(path: str | os.PathLike[str], count: int = DEFAULT_ROWS, seed: int = 0) -> Path:
     """Write the dataset atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,7 @@ def write(path: str | os.PathLike, count: int = DEFAULT_ROWS, seed: int = 0) -> 
     return path
 
 
-def is_synthetic(path: str | os.PathLike) -> bool:
+def is_synthetic(path: str | os.PathLike[str]) -> bool:
     """True for a file made by this generator (its second line carries the marker)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:

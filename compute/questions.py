@@ -1,4 +1,4 @@
-"""The nine BRFSS questions and which direction of their value is "good" (SPEC §1)."""
+"""The nine BRFSS questions and which direction of their value is "good" (docs/api.md, "Data")."""
 
 LOWER_IS_BETTER = (
     "Percent of adults aged 18 years and older who have an overweight classification",

@@ -54,7 +54,7 @@ class SharedDataset:
                                                **handle.vocabularies)
 
     @classmethod
-    def create(cls, dataset: Dataset) -> "SharedDataset":
+    def create(cls, dataset: Dataset) -> SharedDataset:
         layout, offset = [], 0
         for name, array in dataset.arrays.items():
             layout.append((name, array.dtype.str, array.shape[0], offset))
@@ -77,7 +77,7 @@ class SharedDataset:
             raise
 
     @classmethod
-    def attach(cls, handle: SharedHandle) -> "SharedDataset":
+    def attach(cls, handle: SharedHandle) -> SharedDataset:
         return cls(shared_memory.SharedMemory(name=handle.segment), handle, owner=False)
 
     @property
@@ -102,7 +102,7 @@ class SharedDataset:
 
 def reclaim_stale_segments() -> list[str]:
     """Unlink segments whose owning process no longer exists (left by a kill -9)."""
-    reclaimed = []
+    reclaimed: list[str] = []
     try:
         names = os.listdir(SHM_DIR)
     except OSError:

@@ -15,14 +15,17 @@ original code path runs untouched.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import orjson
 
 from compute.dataset import Dataset
 from compute.endpoints import ENDPOINTS
-from compute.questions import HIGHER, LOWER
+from compute.questions import LOWER
+
+Answer = dict[str, Any]  # the `data` of a finished job, before JSON encoding
 
 
 def _run_means(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +55,7 @@ def _descending(codes: np.ndarray, means: np.ndarray) -> np.ndarray:
     return np.lexsort((codes, -means))
 
 
-def _as_dict(ds: Dataset, codes: np.ndarray, values: np.ndarray, order: np.ndarray) -> dict:
+def _as_dict(ds: Dataset, codes: np.ndarray, values: np.ndarray, order: np.ndarray) -> Answer:
     names = ds.locations
     return {names[c]: v for c, v in zip(codes[order].tolist(), values[order].tolist())}
 
@@ -75,43 +78,43 @@ def _state_mean(ds: Dataset, q: int, s: int) -> float | None:
     return float(values.sum() / values.size) if values.size else None
 
 
-def states_mean(ds: Dataset, q: int, s: None = None) -> dict:
+def states_mean(ds: Dataset, q: int, s: None = None) -> Answer:
     codes, means = _location_means(ds, q)
     return _as_dict(ds, codes, means, _ascending(codes, means))
 
 
-def state_mean(ds: Dataset, q: int, s: int) -> dict:
+def state_mean(ds: Dataset, q: int, s: int) -> Answer:
     return {ds.locations[s]: _state_mean(ds, q, s)}
 
 
-def _ranked(ds: Dataset, q: int, best: bool) -> dict:
+def _ranked(ds: Dataset, q: int, best: bool) -> Answer:
     codes, means = _location_means(ds, q)
     low_first = (ds.direction(ds.questions[q]) == LOWER) == best
     order = _ascending(codes, means) if low_first else _descending(codes, means)
     return _as_dict(ds, codes, means, order[:5])
 
 
-def best5(ds: Dataset, q: int, s: None = None) -> dict:
+def best5(ds: Dataset, q: int, s: None = None) -> Answer:
     return _ranked(ds, q, best=True)
 
 
-def worst5(ds: Dataset, q: int, s: None = None) -> dict:
+def worst5(ds: Dataset, q: int, s: None = None) -> Answer:
     return _ranked(ds, q, best=False)
 
 
-def global_mean(ds: Dataset, q: int, s: None = None) -> dict:
+def global_mean(ds: Dataset, q: int, s: None = None) -> Answer:
     return {"global_mean": _global_mean(ds, q)}
 
 
-def diff_from_mean(ds: Dataset, q: int, s: None = None) -> dict:
+def diff_from_mean(ds: Dataset, q: int, s: None = None) -> Answer:
     codes, means = _location_means(ds, q)
     overall = _global_mean(ds, q)
     return _as_dict(ds, codes, overall - means, _ascending(codes, means)) if codes.size else {}
 
 
-def state_diff_from_mean(ds: Dataset, q: int, s: int) -> dict:
-    mean = _state_mean(ds, q, s)
-    return {ds.locations[s]: None if mean is None else _global_mean(ds, q) - mean}
+def state_diff_from_mean(ds: Dataset, q: int, s: int) -> Answer:
+    mean, overall = _state_mean(ds, q, s), _global_mean(ds, q)
+    return {ds.locations[s]: None if mean is None or overall is None else overall - mean}
 
 
 def _group_means(ds: Dataset, rows: slice) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +123,12 @@ def _group_means(ds: Dataset, rows: slice) -> tuple[np.ndarray, np.ndarray]:
     return _run_means(ds.arrays["group"][rows], ds.arrays["value"][rows])
 
 
-def mean_by_category(ds: Dataset, q: int, s: None = None) -> dict:
+def mean_by_category(ds: Dataset, q: int, s: None = None) -> Answer:
     codes, means = _group_means(ds, ds.question_slice(q))
     return dict(zip(ds.group_keys[codes].tolist(), means.tolist()))
 
 
-def state_mean_by_category(ds: Dataset, q: int, s: int) -> dict:
+def state_mean_by_category(ds: Dataset, q: int, s: int) -> Answer:
     codes, means = _group_means(ds, _state_rows(ds, q, s))
     pairs = codes % (len(ds.categories) * len(ds.stratifications))
     return {ds.locations[s]: dict(zip(ds.pair_keys[pairs].tolist(), means.tolist()))}
@@ -197,7 +200,8 @@ def states_estimate(ds: Dataset, q: int, s: None = None) -> dict:
 
 
 # The statistic behind each endpoint of compute.endpoints.ENDPOINTS.
-COMPUTE: dict[str, Callable[[Dataset, int, int | None], dict]] = {
+# (The state code is None for the endpoints that take no state.)
+COMPUTE: dict[str, Callable[[Dataset, int, Any], Answer]] = {
     "states_mean": states_mean,
     "state_mean": state_mean,
     "best5": best5,
@@ -219,7 +223,7 @@ def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None,
     (validated upstream)."""
     spec = ENDPOINTS[endpoint]
     q = ds.question_index[question]
-    s = ds.location_index[state] if spec.needs_state else None
+    s = ds.location_index[state] if spec.needs_state and state is not None else None
     if year_start is not None or year_end is not None:
         # Most one-state statistics read the state's run only: filter just that.
         rows = ds.question_slice(q) if s is None or spec.reads_all_states \

@@ -1,10 +1,13 @@
 """`lestats`: serve the API, ask it, or make data for it. A thin layer over the modules.
 
-Exit codes of `data fetch`: 0 saved; 1 the download is unusable; 130 Ctrl-C."""
+Exit codes of `data fetch`: 0 saved; 1 the download is unusable; 130 Ctrl-C. Any
+command whose output pipe is closed early (`| head`) exits 141 without a traceback."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 
 from client import cli as client_cli
@@ -12,6 +15,7 @@ from compute import demo
 from server import fetch
 
 REFUSED, INTERRUPTED = 1, 130
+BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -115,7 +119,7 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--data", help="CSV file (the same data as the front-ends)")
     node.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
     node.set_defaults(run=_worker)
-    client_cli.add_ask_parser(commands)
+    client_cli.add_client_parsers(commands)
 
     data = commands.add_parser("data", help="make or get data to serve")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -130,7 +134,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        code: int = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside the try
+    except BrokenPipeError:
+        # The reader went away (`lestats questions | head`): not an error worth a
+        # traceback. Point stdout at /dev/null so the interpreter's own flush at exit
+        # does not fail again, and exit as a process killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Settings (SPEC §7): config.toml, then environment variables, then flags; later wins.
+"""Settings (docs/api.md, "Settings"): config.toml, then environment variables, then
+flags; later wins.
 
 Every setting has one row in SETTINGS: its name in config.toml, its environment
 variable, its type and its default. The command line (server.cli) passes flags as a
@@ -18,7 +19,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    data: str = ""               # "" = the default order (README "Data")
+    data: str = ""               # "" = the default order (docs/operations.md, "Data")
     host: str = "127.0.0.1"
     port: int = 5000
     workers: int = 0             # 0 = one per CPU

@@ -2,15 +2,16 @@
 
 Every file is read into memory once, when `add_dashboard_routes` runs, and looked
 up by its exact name in a dict, so no request value ever becomes part of a file path
-(SPEC §5); any other name answers a JSON 404.
+(docs/api.md, "Security"); any other name answers a JSON 404.
 
-The libraries (Chart.js, topojson-client, and us-atlas's states already projected to
-Albers USA; pinned in web/package.json) are installed by `make web` (`npm ci`) and
-served from here, never from a CDN, so the page works with no internet. If
-web/node_modules is missing the server still starts and serves the page, but logs a
-warning telling the operator to run `make web`, and each library answers a JSON 503;
-the page then shows that reason. Failing soft keeps the JSON API (the compatible
-part) usable without Node.
+The browser libraries (server.paths.VENDORED: Chart.js, topojson-client, and us-atlas's states
+already projected to Albers USA; pinned in web/package.json)
+are served from here, never from a CDN, so the page works with no internet. A wheel
+carries them as package data (copied from web/node_modules when it is built); a
+checkout reads them from web/node_modules, installed by `make web` (`npm ci`). If
+one is missing the server still starts and serves the page, but logs a warning
+telling the operator to run `make web`, and that file answers a JSON 503; the page
+then shows that reason. Failing soft keeps the JSON API usable without Node.
 
 Every answer carries a strict Content-Security-Policy: scripts, styles and
 connections from this origin only, no inline script or style.
@@ -21,19 +22,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server import logsetup
+from server import logsetup, paths
 from server.errors import error
 
 log = logsetup.get("dashboard")
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-NODE_MODULES = Path(__file__).resolve().parents[1] / "web" / "node_modules"
-CHART_NAME = "chart.umd.min.js"
-CHART_LIBRARY = NODE_MODULES / "chart.js" / "dist" / CHART_NAME
-TOPOJSON_NAME = "topojson-client.min.js"
-TOPOJSON_LIBRARY = NODE_MODULES / "topojson-client" / "dist" / TOPOJSON_NAME
-ATLAS_NAME = "states-albers-10m.json"  # the 50 states and DC, drawn in a 975×610 box
-ATLAS = NODE_MODULES / "us-atlas" / ATLAS_NAME
+STATIC_DIR = paths.STATIC
 PAGE_FILES = ("index.html", "dashboard.js", "dashboard.css", "map.js")
 
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
@@ -45,10 +39,15 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; 
 HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
-# name -> (body, content type), or None for the chart library when it is missing.
+# name -> (body, content type), or None for a vendored library that is missing.
 FILES = web.AppKey("dashboard_files", dict)
 MISSING_LIBRARY = ("the chart and map libraries are not installed on the server; the "
                    "operator must run `make web` (npm ci in web/) and restart it")
+
+
+def library_paths() -> dict[str, Path]:
+    """Where each vendored library is read from (tests point this elsewhere)."""
+    return {name: paths.vendored(name) for name in paths.VENDORED}
 
 
 def _read(path: Path) -> tuple[bytes, str]:
@@ -82,10 +81,9 @@ def add_dashboard_routes(app: web.Application) -> None:
     The page files ship with the code, so a missing one is a broken checkout and
     raises here; only the npm-installed libraries may be absent.
     """
-    files = {name: _read(STATIC_DIR / name) for name in PAGE_FILES}
-    # Looked up now, not at import, so that tests can point them elsewhere.
-    for name, path in ((CHART_NAME, CHART_LIBRARY), (TOPOJSON_NAME, TOPOJSON_LIBRARY),
-                       (ATLAS_NAME, ATLAS)):
+    files: dict[str, tuple[bytes, str] | None] = {
+        name: _read(STATIC_DIR / name) for name in PAGE_FILES}
+    for name, path in library_paths().items():
         try:
             files[name] = _read(path)
         except FileNotFoundError:

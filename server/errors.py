@@ -1,4 +1,4 @@
-"""Every answer is JSON (SPEC §4): HTTP errors keep their status with a JSON body,
+"""Every answer is JSON (docs/api.md, "Errors"): HTTP errors keep their status with a JSON body,
 anything unexpected is logged with its traceback and answers a plain 500.
 
 Three layers, because a request can fail at three depths:

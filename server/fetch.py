@@ -20,6 +20,7 @@ from typing import TextIO
 import aiohttp
 
 from compute.dataset import DataError, Dataset, load_csv
+from server import paths
 
 DEFAULT_URL = "https://data.cdc.gov/api/views/hn4x-zwk7/rows.csv?accessType=DOWNLOAD"
 CHUNK = 1 << 16
@@ -34,9 +35,9 @@ class FetchError(Exception):
 
 
 def default_cache_path() -> Path:
-    """Where `lestats data fetch` writes and `lestats serve` looks (gitignored)."""
-    project = Path(__file__).resolve().parents[1]
-    return project / "data" / "cache" / "nutrition_activity_obesity.csv"
+    """Where `lestats data fetch` writes and `lestats serve` looks: ./data/cache/
+    under the working directory (server.paths; git-ignored in the checkout)."""
+    return paths.fetched_file()
 
 
 class Progress:

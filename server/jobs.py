@@ -16,6 +16,7 @@ storage:   when the journal or a result cannot be written (server.storage), new 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -39,6 +40,7 @@ class Service(Protocol):
     listeners: list[Callable[[str, Job, bool], None]]
     shutdown_requested: asyncio.Event
     linger_cut: asyncio.Event
+    idle_at_shutdown: bool  # nothing was in flight when the shutdown was asked for
 
     async def submit(self, endpoint: str, question: str, state: str | None,
                      year_start: int | None = None, year_end: int | None = None) -> int: ...
@@ -87,6 +89,9 @@ class JobService:
         self._drained = asyncio.Event()
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
+        # No job queued or running when the shutdown was asked for: there is no last
+        # answer for a client to collect, so the linger is skipped.
+        self.idle_at_shutdown = False
         self.listeners: list[Callable[[str, Job, bool], None]] = []  # (event, job, ok)
 
     def open(self, dataset: str | None = None) -> list[Job]:
@@ -314,6 +319,8 @@ class JobService:
         if self.accepting:
             log.info("graceful shutdown: no new jobs; %d still running",
                      self.status.running_count, extra=logsetup.CONSOLE)
+        if not self.shutdown_requested.is_set():
+            self.idle_at_shutdown = self.status.running_count == 0
         self.accepting = False
         self.shutdown_requested.set()
         if self._parked:

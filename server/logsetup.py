@@ -1,5 +1,5 @@
-"""Logging (docs/api.md) that never blocks the event loop, costs it little, and can
-never sink the process.
+"""Logging (docs/operations.md, "Logs and metrics") that never blocks the event loop,
+costs it little, and can never sink the process.
 
 Every logger hands its records, unformatted, to a queue. One background thread takes
 them in bulk, formats them and writes each batch with a single write to a rotating

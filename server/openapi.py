@@ -98,7 +98,8 @@ def document() -> dict:
             "type": "object", "required": ["text", "direction"],
             "properties": {"text": {"type": "string"},
                            "direction": {"type": ["string", "null"],
-                                         "enum": ["lower", "higher", None]}}}}}})
+                                         "enum": ["lower", "higher", None]},
+                           "id": {"type": "string"}}}}}})
     paths["/api/states"] = _get("states", "The locations in the data", {
         "type": "object", "required": ["states"], "properties": {"states": _STRINGS}})
     paths["/api/years"] = _get("years", "The years the data covers (the valid year range)", {

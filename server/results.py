@@ -8,7 +8,7 @@ built from integers only: no request value ever becomes part of a path.
 
 ResultFiles is the disk side. It is small and picklable because the worker processes
 write the files themselves, before they report a job done: moving those writes out
-of the parent halved its CPU per job (README "Performance"). ResultStore is the
+of the parent halved its CPU per job (docs/performance.md). ResultStore is the
 parent's side: the files plus the bodies of recent jobs in memory, because clients
 ask for a result right after it is done.
 """

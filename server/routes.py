@@ -100,7 +100,7 @@ async def get_results(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
     if state == status.EVICTED:
         return error(410, f"job {job_id} finished long ago and its result was "
-                          "evicted (README: retention)")
+                          "evicted (docs/guarantees.md: retention)")
     return error(404, "Invalid job_id")
 
 
@@ -153,7 +153,7 @@ async def num_jobs(request: web.Request) -> web.Response:
 
 def admin_refusal(request: web.Request) -> web.Response | None:
     """Not from another site's page (server.cross_site); then a token when one is
-    set, otherwise a loopback client (docs/api.md)."""
+    set, otherwise a loopback client (docs/api.md, "Security")."""
     refusal = cross_site.refusal(request, "this admin action")
     if refusal is not None:
         return refusal
@@ -197,9 +197,13 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def questions(request: web.Request) -> web.Response:
+    """Each question's text and better direction, and its CDC QuestionID ("id") when
+    the data file has that column."""
     ds = request.app[DATASET]
-    return web.json_response({"questions": [{"text": q, "direction": ds.direction(q)}
-                                            for q in ds.questions]})
+    ids = ds.question_ids or [""] * len(ds.questions)
+    return web.json_response({"questions": [
+        {"text": q, "direction": ds.direction(q), **({"id": i} if i else {})}
+        for q, i in zip(ds.questions, ids)]})
 
 
 async def years(request: web.Request) -> web.Response:

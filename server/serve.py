@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import resource
 import signal
 import socket
@@ -48,7 +49,7 @@ def serve(settings: Settings, reuse_port: bool = False) -> int:
               f"({exc.strerror or exc})", file=sys.stderr)
         return 2
     try:
-        try:  # libuv's loop: less CPU per request (README "Dependencies")
+        try:  # libuv's loop: less CPU per request (docs/design.md, "Dependencies")
             import uvloop
             runner = uvloop.run
         except ImportError:
@@ -131,8 +132,12 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
         try:
             await _site(runner, settings.host, settings.port, reuse_port).start()
         except OSError as exc:
-            raise StartupError(f"cannot listen on {_address(settings.host)}:"
-                               f"{settings.port} ({exc.strerror or exc})") from None
+            hint = ""
+            if exc.errno == errno.EADDRINUSE:
+                hint = ("; is another server running there? Choose another port: "
+                        "--port N, LESTATS_PORT=N or `make run PORT=N`")
+            raise StartupError(f"cannot listen on {_address(settings.host)}:{settings.port} "
+                               f"({exc.strerror or exc}){hint}") from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)
         log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
                  _address(settings.host), settings.port, workers,
@@ -140,9 +145,14 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
         await service.shutdown_requested.wait()
         if not await _drain(service, settings.job_timeout):
             return 1
-        log.info("all accepted jobs finished; serving results for %g s more",
-                 settings.shutdown_linger, extra=logsetup.CONSOLE)
-        await _linger(service, settings.shutdown_linger)
+        if service.idle_at_shutdown:
+            log.info("no job was in flight; stopping without the linger",
+                     extra=logsetup.CONSOLE)
+        elif settings.shutdown_linger > 0:
+            log.info("all accepted jobs finished; serving results for %g s more "
+                     "(a second Ctrl-C skips this)", settings.shutdown_linger,
+                     extra=logsetup.CONSOLE)
+            await _linger(service, settings.shutdown_linger)
     log.info("stopped cleanly", extra=logsetup.CONSOLE)
     return 0
 

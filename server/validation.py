@@ -1,4 +1,4 @@
-"""Request checks of SPEC §4, done once, before a job exists.
+"""Request checks of docs/api.md, "Errors", done once, before a job exists.
 
 Every failure is a `BadRequest` whose message is the sentence the client reads.
 """

@@ -7,7 +7,7 @@ import pytest
 from compute import demo
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.support.fixtures import ANALYTICS_HEADER, write_rows
-from tests.support.live import STARTED, shm_segments, start_server
+from tests.support.live import STARTED, LiveServer, assert_clean_stop, start_server
 
 NO_DIRECTION = "Percent of adults who eat cake for breakfast"
 
@@ -84,10 +84,24 @@ def tricky_csv(request, tmp_path_factory):
 
 
 @pytest.fixture
-def live(tmp_path, demo_csv):
-    """A real server process on the demo data; afterwards it must have stopped
-    cleanly and left no shared memory behind."""
-    server = start_server(tmp_path, data=demo_csv)
-    yield server
-    assert server.stop() == 0, server.text()
-    assert shm_segments(server.pid) == []
+def live_on(tmp_path):
+    """Start real server processes: `live_on(data, **start_server options)`. After the
+    test each must stop cleanly (exit 0) on SIGTERM and leave no shared memory behind
+    (the check every end-to-end test makes)."""
+    servers: list[LiveServer] = []
+
+    def start(data=None, **options) -> LiveServer:
+        where = tmp_path / f"server-{len(servers)}" if servers else tmp_path
+        where.mkdir(exist_ok=True)
+        servers.append(start_server(where, data=data, **options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        assert_clean_stop(server)
+
+
+@pytest.fixture
+def live(live_on, demo_csv):
+    """A real server process on the demo data (stopped and checked as by live_on)."""
+    return live_on(demo_csv)

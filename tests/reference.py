@@ -91,7 +91,7 @@ class Reference:
 
     def states_mean(self, question):
         states = sorted({r[1] for r in self.rows if r[0] == question})
-        means = {s: self._mean(lambda r: r[0] == question and r[1] == s) for s in states}
+        means = {s: self._mean(lambda r, s=s: r[0] == question and r[1] == s) for s in states}
         return dict(sorted(means.items(), key=lambda item: (item[1], item[0])))
 
     def state_mean(self, question, state):
@@ -123,14 +123,14 @@ class Reference:
 
     def mean_by_category(self, question):
         groups = sorted({(r[1], r[2], r[3]) for r in self.rows if r[0] == question})
-        return {str(g): self._mean(lambda r: r[0] == question and (r[1], r[2], r[3]) == g)
+        return {str(g): self._mean(lambda r, g=g: r[0] == question and (r[1], r[2], r[3]) == g)
                 for g in groups}
 
     def state_mean_by_category(self, question, state):
         groups = sorted({(r[2], r[3]) for r in self.rows
                          if r[0] == question and r[1] == state})
         return {state: {str(g): self._mean(
-            lambda r: r[0] == question and r[1] == state and (r[2], r[3]) == g)
+            lambda r, g=g: r[0] == question and r[1] == state and (r[2], r[3]) == g)
             for g in groups}}
 
     def state_trend(self, question, state):

@@ -1,4 +1,5 @@
-"""Admin safety (SPEC §5): graceful_shutdown is not for anyone who can reach the port.
+"""Admin safety (docs/api.md, "Security"): graceful_shutdown is not for anyone who can
+reach the port.
 
 How a stranger is simulated, honestly and in CI: every address in 127.0.0.0/8 is
 loopback, so no client on this machine's loopback can be a stranger, and tests must

@@ -8,8 +8,8 @@ import pytest
 
 from compute import demo
 from compute.dataset import load_csv
-from compute.questions import direction
 from compute.endpoints import ENDPOINTS
+from compute.questions import direction
 from compute.stats import answer
 from tests.load import answer_shapes
 from tests.load.answer_shapes import Context, check, check_body

@@ -1,10 +1,10 @@
-"""The HTTP API through aiohttp_client: every route and every error row of SPEC §4."""
+"""The HTTP API through aiohttp_client: every route and every error row of docs/api.md, "Errors"."""
 from __future__ import annotations
 
 import pytest
 
-from compute.questions import LOWER_IS_BETTER
 from compute.endpoints import ENDPOINTS
+from compute.questions import LOWER_IS_BETTER
 from tests.reference import Reference, assert_close
 from tests.support.inprocess import running_app
 

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 from aiohttp import web
 
-from compute import stats
-from compute.endpoints import ENDPOINTS
-from compute.dataset import load_csv
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from client import Client, ClientError, SyncClient
+from compute import stats
+from compute.dataset import load_csv
+from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from server.cli import main
-from tests.support.live import free_port, start_server
+from tests.support.live import ROOT, free_port, start_server
 
 QUESTION = LOWER_IS_BETTER[1]
 
@@ -42,7 +45,7 @@ def expected(server):
 
 
 def assert_same(got, want):
-    """Same keys in the same order, numbers equal to 1e-9 (SPEC §2)."""
+    """Same keys in the same order, numbers equal to 1e-9 (docs/api.md, "The nine statistics")."""
     if isinstance(want, dict):
         assert list(got) == list(want)
         for key in want:
@@ -248,3 +251,63 @@ async def test_a_server_that_answers_html_is_a_clear_error(aiohttp_server):
         with pytest.raises(ClientError, match="did not answer a JSON object") as caught:
             await client.best5(QUESTION)
     assert caught.value.status == 502
+
+
+def test_questions_and_states_list_what_the_server_knows(server, expected, capsys):
+    assert run_cli("questions", "--url", server[0]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(expected.dataset.questions)
+    for line, question, cdc_id in zip(lines, expected.dataset.questions,
+                                      expected.dataset.question_ids):
+        assert line.endswith(question)
+        assert line.split()[:2] == [cdc_id, expected.dataset.direction(question) or "-"]
+    assert run_cli("states", "--url", server[0], "--json") == 0
+    assert json.loads(capsys.readouterr().out) == expected.dataset.locations
+
+
+def test_ask_takes_an_unambiguous_beginning_of_the_question(server, expected, capsys):
+    beginning = QUESTION[:-3].upper()  # and ignores case
+    assert sum(q.upper().startswith(beginning) for q in expected.dataset.questions) == 1
+    assert run_cli("ask", "global_mean", "--question", beginning, "--json",
+                   "--url", server[0]) == 0
+    assert_same(json.loads(capsys.readouterr().out), expected("global_mean", QUESTION))
+
+
+def test_ask_takes_the_cdc_question_id(server, expected, capsys):
+    cdc_id = expected.dataset.question_ids[expected.dataset.questions.index(QUESTION)]
+    assert run_cli("ask", "best5", "--question", cdc_id.lower(), "--json",
+                   "--url", server[0]) == 0
+    assert_same(json.loads(capsys.readouterr().out), expected("best5", QUESTION))
+
+
+def test_an_ambiguous_beginning_lists_the_candidates(server, expected, capsys):
+    candidates = [q for q in expected.dataset.questions if q.startswith("Percent of adults")]
+    assert len(candidates) > 1
+    assert run_cli("ask", "best5", "--question", "Percent of adults", "--url", server[0]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"begins {len(candidates)} questions" in captured.err
+    assert all(question in captured.err for question in candidates)
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(server):
+    """`lestats ask … | head -1`: the reader leaves after one line of ~1,500."""
+    command = [sys.executable, "-m", "server", "ask", "mean_by_category",
+               "--question", QUESTION, "--url", server[0]]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}) as process:
+        assert process.stdout.readline().split() == [b"state", b"category", b"stratification",
+                                                     b"mean"]
+        process.stdout.close()
+        errors = process.stderr.read().decode()
+        assert process.wait(60) == 141
+    assert errors == ""
+
+
+def test_the_client_package_imports_with_aiohttp_alone():
+    """No numpy, pandas, pyarrow or orjson: a client machine needs aiohttp only."""
+    code = ("import sys, client, client.cli; "
+            "print(sorted({'numpy', 'pandas', 'pyarrow', 'orjson'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

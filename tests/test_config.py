@@ -1,4 +1,4 @@
-"""config.toml < environment < flags (SPEC §7)."""
+"""config.toml < environment < flags (docs/api.md, "Settings")."""
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,5 @@
 """The dashboard's routes on a bare aiohttp application: what is served, with which
-headers, and that nothing outside the allow-list is (SPEC §5).
+headers, and that nothing outside the allow-list is (docs/api.md, "Security").
 
 The chart library is replaced by a small stand-in file, so these tests need no npm;
 tests/browser/ exercises the real one.
@@ -13,16 +13,16 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from server import dashboard
+from server import dashboard, paths
 
 FAKE_LIBRARY = b"/* stand-in for Chart.js */\n"
 
 
 @pytest.fixture
 def library(tmp_path, monkeypatch):
-    path = tmp_path / dashboard.CHART_NAME
+    path = tmp_path / "chart.umd.min.js"
     path.write_bytes(FAKE_LIBRARY)
-    monkeypatch.setattr(dashboard, "CHART_LIBRARY", path)
+    monkeypatch.setattr(dashboard, "library_paths", lambda: {path.name: path})
     return path
 
 
@@ -81,15 +81,16 @@ async def test_chart_library_comes_from_node_modules(client):
     assert await response.read() == FAKE_LIBRARY
 
 
-@pytest.mark.parametrize("attribute, content_type", [
-    ("TOPOJSON_LIBRARY", "text/javascript"), ("ATLAS", "application/json")])
+@pytest.mark.parametrize("name, content_type", [
+    ("topojson-client.min.js", "text/javascript"),
+    ("states-albers-10m.json", "application/json")])
 async def test_map_libraries_come_from_node_modules_or_answer_503(
-        aiohttp_client, tmp_path, monkeypatch, attribute, content_type):
+        aiohttp_client, tmp_path, monkeypatch, name, content_type):
     """topojson-client and us-atlas's shapes, like the chart library: served from
     web/node_modules when installed, a JSON 503 naming `make web` when not."""
-    name = getattr(dashboard, attribute).name
+    assert name in paths.VENDORED
     (tmp_path / name).write_bytes(b"stand-in")
-    monkeypatch.setattr(dashboard, attribute, tmp_path / name)
+    monkeypatch.setattr(dashboard, "library_paths", lambda: {name: tmp_path / name})
     app = web.Application()
     dashboard.add_dashboard_routes(app)
     response = await (await aiohttp_client(app)).get(f"/static/{name}")
@@ -98,7 +99,8 @@ async def test_map_libraries_come_from_node_modules_or_answer_503(
     assert_hardened(response)
     assert await response.read() == b"stand-in"
 
-    monkeypatch.setattr(dashboard, attribute, tmp_path / "absent" / name)
+    absent = tmp_path / "absent" / name
+    monkeypatch.setattr(dashboard, "library_paths", lambda: {name: absent})
     app = web.Application()
     dashboard.add_dashboard_routes(app)
     response = await (await aiohttp_client(app)).get(f"/static/{name}")
@@ -113,7 +115,8 @@ async def test_files_are_read_once_at_start(client, library):
 
 async def test_missing_chart_library_answers_503_and_warns(
         aiohttp_client, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(dashboard, "CHART_LIBRARY", tmp_path / "absent" / "chart.umd.min.js")
+    absent = tmp_path / "absent" / "chart.umd.min.js"
+    monkeypatch.setattr(dashboard, "library_paths", lambda: {absent.name: absent})
     app = web.Application()
     with caplog.at_level(logging.WARNING, logger="lestats.dashboard"):
         dashboard.add_dashboard_routes(app)

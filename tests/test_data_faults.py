@@ -1,4 +1,5 @@
-"""Data faults at start-up, end to end on the real process (SPEC §1, README "Data").
+"""Data faults at start-up, end to end on the real process (docs/api.md, "Data";
+docs/operations.md, "Data").
 
 Each bad input must stop start-up with exit code 2 and one line naming the file and
 the problem — no traceback, no server on part of the data (it never listened), and no

@@ -4,7 +4,7 @@ from __future__ import annotations
 from compute import demo
 from compute.dataset import load_csv
 from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
-from server import datasource
+from server import datasource, paths
 
 
 def test_default_demo_covers_everything(tmp_path):
@@ -29,15 +29,16 @@ def test_same_seed_same_file(tmp_path):
     assert a == b and a != demo.write(tmp_path / "c.csv", 300, seed=6).read_bytes()
 
 
-def test_data_order_falls_back_to_generated_demo(tmp_path, monkeypatch):
+def test_data_order_falls_back_to_generated_demo_under_the_working_directory(
+        tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(datasource, "FETCHED", tmp_path / "no-fetch.csv")
-    monkeypatch.setattr(datasource, "DEMO", tmp_path / "data" / "demo.csv")
-    assert datasource.resolve("") == tmp_path / "data" / "demo.csv"
-    assert demo.is_synthetic(tmp_path / "data" / "demo.csv")
-    (tmp_path / "fetched.csv").write_text("x")
-    monkeypatch.setattr(datasource, "FETCHED", tmp_path / "fetched.csv")
-    assert datasource.resolve("") == tmp_path / "fetched.csv"
-    (tmp_path / datasource.SUBSET).write_text("x")
-    assert datasource.resolve("") == datasource.SUBSET
+    generated = tmp_path / "data" / "demo" / paths.DEMO_NAME
+    assert datasource.resolve("") == generated
+    assert demo.is_synthetic(generated)
+    fetched = tmp_path / "data" / "cache" / paths.FETCHED_NAME
+    fetched.parent.mkdir(parents=True)
+    fetched.write_text("x")
+    assert datasource.resolve("") == fetched
+    (tmp_path / paths.SUBSET_NAME).write_text("x")
+    assert datasource.resolve("").resolve() == tmp_path / paths.SUBSET_NAME
     assert datasource.resolve("/given.csv").as_posix() == "/given.csv"

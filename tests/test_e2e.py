@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.reference import Reference, assert_close
 from tests.support.live import ROOT, shm_segments, start_server
 
@@ -116,7 +116,16 @@ def test_port_in_use_releases_shared_memory(tmp_path, demo_csv, live):
                           state_dir=tmp_path / "other-state")
     assert server.process.wait(30) == 2
     assert "cannot listen" in server.text() and "Traceback" not in server.text()
+    assert "make run PORT=N" in server.text()  # the hint for a newcomer
     assert shm_segments(server.pid) == []
+
+
+def test_idle_server_skips_the_linger(tmp_path, demo_csv):
+    """With nothing in flight a stop does not wait: the linger here is longer than
+    stop()'s own 30 s limit, so a server that waited for it would fail the test."""
+    server = start_server(tmp_path, data=demo_csv, env={"LESTATS_SHUTDOWN_LINGER": "600"})
+    assert server.stop(signal.SIGINT) == 0, server.text()
+    assert "no job was in flight; stopping without the linger" in server.text()
 
 
 def test_cli_demo_generator(tmp_path):

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from compute import demo
 from compute.dataset import load_csv
-from server import cli, fetch
+from server import fetch
 from server.cli import main
 from server.fetch import FetchError
 
@@ -210,9 +210,10 @@ async def test_the_command_reports_a_failure_and_exits_1(aiohttp_server, target,
     assert only_the_old_file_is_left(target)
 
 
-def test_the_default_cache_is_gitignored_in_the_project():
-    path = fetch.default_cache_path()
-    assert path.parent == ROOT / "data" / "cache"
+def test_the_default_cache_is_under_the_working_directory_and_gitignored(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert fetch.default_cache_path().parent == tmp_path / "data" / "cache"
     assert "/data/cache/" in (ROOT / ".gitignore").read_text().splitlines()
 
 

@@ -1,9 +1,9 @@
-"""Hostile input against the real server process (SPEC §4, §5).
+"""Hostile input against the real server process (docs/api.md, "Errors" and "Security").
 
 Property-based (hypothesis, bounded, no deadline): random JSON values and bytes as
 bodies, wrong content types, control and unicode characters in the fields, huge and
 deeply nested bodies, odd job ids and query values. Every answer must be a 200 job for
-valid input and otherwise a JSON error of SPEC §4 with a 4xx code; nothing may reach
+valid input and otherwise a JSON error of docs/api.md, "Errors" with a 4xx code; nothing may reach
 a file path; the server must keep serving. Then raw malformed HTTP over a socket
 (answered by aiohttp's parser before any handler: JSON too), and schemathesis against
 the server's own /openapi.json.
@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compute.endpoints import ENDPOINTS
-from tests.support.live import shm_segments, start_server
+from tests.support.live import assert_clean_stop, start_server
+from tests.support.live import http as call
 from tests.support.load import QUESTIONS, log_text
-from tests.support.load import http as call
 
 STATES = ("Ohio", "Alabama", "National", "Guam", "Virgin Islands")
 BOUNDED = settings(max_examples=120, deadline=None, database=None,
@@ -52,9 +52,7 @@ def server(tmp_path_factory, demo_csv):
             assert name.startswith(("state", "webserver.log", "server-")), name
         assert "Traceback" not in live.text() + log_text(live.log_file)
     finally:
-        code = live.stop()
-    assert code == 0, live.text()
-    assert shm_segments(live.pid) == []
+        assert_clean_stop(live)
 
 
 def send(server, method: str, path: str, body: bytes | None = None,

@@ -1,4 +1,4 @@
-"""Slow and broken clients (README "Guarantees").
+"""Slow and broken clients (docs/guarantees.md).
 
 Hundreds of connections that stall mid-headers or mid-body, or vanish mid-request,
 must not keep a normal client from its answers, and must not hold the server's
@@ -14,7 +14,6 @@ import socket
 import time
 
 from compute.questions import LOWER_IS_BETTER
-from tests.support.live import shm_segments, start_server
 from tests.support.load import wait_until
 
 CLIENT_TIMEOUT = 3.0
@@ -55,9 +54,8 @@ def _read_answer(sock: socket.socket, deadline: float) -> bytes | None:
     return answer
 
 
-def test_stalled_and_vanishing_clients_do_not_starve_others(tmp_path, demo_csv):
-    server = start_server(tmp_path, data=demo_csv, workers=1,
-                          env={"LESTATS_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT)})
+def test_stalled_and_vanishing_clients_do_not_starve_others(live_on, demo_csv):
+    server = live_on(demo_csv, workers=1, env={"LESTATS_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT)})
     opened: list[socket.socket] = []
     try:
         limits = open(f"/proc/{server.pid}/limits").read()
@@ -107,6 +105,3 @@ def test_stalled_and_vanishing_clients_do_not_starve_others(tmp_path, demo_csv):
     finally:
         for sock in opened:
             sock.close()
-        code = server.stop()
-    assert code == 0, server.text()
-    assert shm_segments(server.pid) == []

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from compute.dataset import load_csv
-from compute.questions import direction
 from compute.endpoints import ENDPOINTS
+from compute.questions import direction
 from compute.stats import answer
 from tests.reference import Reference, assert_close
 

@@ -1,4 +1,4 @@
-"""Crash safety of the workers (README "Guarantees").
+"""Crash safety of the workers (docs/guarantees.md).
 
 Worker processes of the real server (pids from /api/info) are killed with SIGKILL
 again and again while clients post and poll. Every job must still end `done` with the
@@ -8,17 +8,14 @@ parent must keep answering all along.
 from __future__ import annotations
 
 import asyncio
-
 import os
 import random
 import re
 import signal
-import threading
 import time
 
-from tests.support.live import shm_segments, start_server
-from tests.support.load import (STATES, ClientLoad, JobMix, alive, http, log_text,
-                                wait_until)
+from tests.support.live import http
+from tests.support.load import STATES, ClientLoad, JobMix, alive, log_text, wait_until
 
 WORKERS = 2
 KILLS = 10
@@ -28,49 +25,44 @@ ENDPOINTS = ("mean_by_category", "state_mean_by_category", "states_mean",
              "diff_from_mean", "state_mean")
 
 
-def test_killed_workers_are_replaced_and_no_job_is_lost(tmp_path, demo_csv):
+def test_killed_workers_are_replaced_and_no_job_is_lost(live_on, demo_csv):
     rng = random.Random(7)
     mix = JobMix(demo_csv, 7, endpoints=ENDPOINTS)
-    server = start_server(tmp_path, data=demo_csv, workers=WORKERS)
-    try:
-        load = ClientLoad(server.url, mix, clients=4, seed=7, max_jobs=2500).start()
-        killed = []
-        for _ in range(KILLS):
-            time.sleep(rng.uniform(0.1, 0.3))
-            status, info, _ = http(f"{server.url}/api/info", timeout=10)  # never hangs
-            assert status == 200
-            victims = [p for p in info["pids"]["workers"] if alive(p) and p not in killed]
-            if not victims:
-                continue  # both just killed (dying takes a moment) and not yet replaced
-            victim = rng.choice(victims)
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
-        load.stop(timeout=60)
-        assert load.unreachable == 0 and load.refused == 0
+    server = live_on(demo_csv, workers=WORKERS)
+    load = ClientLoad(server.url, mix, clients=4, seed=7, max_jobs=2500).start()
+    killed = []
+    for _ in range(KILLS):
+        time.sleep(rng.uniform(0.1, 0.3))
+        status, info, _ = http(f"{server.url}/api/info", timeout=10)  # never hangs
+        assert status == 200
+        victims = [p for p in info["pids"]["workers"] if alive(p) and p not in killed]
+        if not victims:
+            continue  # both just killed (dying takes a moment) and not yet replaced
+        victim = rng.choice(victims)
+        os.kill(victim, signal.SIGKILL)
+        killed.append(victim)
+    load.stop(timeout=60)
+    assert load.unreachable == 0 and load.refused == 0
 
-        for job_id, (endpoint, body) in load.acknowledged.items():
-            status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=20",
-                                     timeout=30)
-            assert status == 200, (job_id, result)
-            mix.check(endpoint, body, result)
+    for job_id, (endpoint, body) in load.acknowledged.items():
+        status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=20",
+                                 timeout=30)
+        assert status == 200, (job_id, result)
+        mix.check(endpoint, body, result)
 
-        def full_pool():
-            workers = http(f"{server.url}/api/info")[1]["pids"]["workers"]
-            return (len(workers) == WORKERS and all(alive(p) for p in workers)
-                    and not set(workers) & set(killed))
-        assert wait_until(full_pool, 20), http(f"{server.url}/api/info")[1]["pids"]
-        assert not any(alive(p) for p in killed)
-        log = log_text(server.log_file)  # the load's access log rotates it
-        deaths = re.findall(r"died with exit code -9; (\d+) job\(s\) to run again", log)
-        assert len(deaths) == len(killed) >= KILLS // 2
-        swept = re.findall(r"(\d+) job\(s\) were taken by a worker that died", log)
-        print(f"\n{len(killed)} workers killed, {len(load.acknowledged)} jobs, "
-              f"{sum(map(int, deaths + swept))} run again, all done with the reference "
-              f"answer; pool back to {WORKERS} live workers")
-    finally:
-        code = server.stop()
-    assert code == 0, server.text()
-    assert shm_segments(server.pid) == []
+    def full_pool():
+        workers = http(f"{server.url}/api/info")[1]["pids"]["workers"]
+        return (len(workers) == WORKERS and all(alive(p) for p in workers)
+                and not set(workers) & set(killed))
+    assert wait_until(full_pool, 20), http(f"{server.url}/api/info")[1]["pids"]
+    assert not any(alive(p) for p in killed)
+    log = log_text(server.log_file)  # the load's access log rotates it
+    deaths = re.findall(r"died with exit code -9; (\d+) job\(s\) to run again", log)
+    assert len(deaths) == len(killed) >= KILLS // 2
+    swept = re.findall(r"(\d+) job\(s\) were taken by a worker that died", log)
+    print(f"\n{len(killed)} workers killed, {len(load.acknowledged)} jobs, "
+          f"{sum(map(int, deaths + swept))} run again, all done with the reference "
+          f"answer; pool back to {WORKERS} live workers")
 
 
 async def test_a_poison_job_is_abandoned_alone(demo_csv, tmp_path):

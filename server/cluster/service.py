@@ -43,6 +43,7 @@ class ClusterJobService:
         self.executor: Any = None
         self.fingerprint = ""
         self.listeners: list = []           # (event, job, ok), as JobService's
+        self.idle_at_shutdown = False
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
         self._drained = asyncio.Event()
@@ -204,6 +205,8 @@ class ClusterJobService:
         if self.accepting:
             log.info("graceful shutdown: no new jobs; %d acknowledged here still running",
                      len(self._own), extra=logsetup.CONSOLE)
+        if not self.shutdown_requested.is_set():
+            self.idle_at_shutdown = not self._own  # nothing to collect: no linger
         self.accepting = False
         self.shutdown_requested.set()
         if not self._own:

@@ -1,6 +1,6 @@
 """The dashboard in a real headless Chromium against the real server process.
 
-Debian's chromium (`make chromium`) is driven by Playwright with its executable
+Debian's chromium (`make system-packages`) is driven by Playwright with its executable
 path set, so no browser is downloaded. A missing browser or Playwright FAILS the
 test: a skipped browser test would let a broken page land. The chart and map
 libraries are installed here with `npm ci` when web/node_modules lacks them.
@@ -29,7 +29,7 @@ from server import dashboard
 from tests.browser.conftest import BROWSER_MS
 from tests.support.live import ROOT, start_server
 
-LIBRARIES = (dashboard.CHART_LIBRARY, dashboard.TOPOJSON_LIBRARY, dashboard.ATLAS)
+LIBRARIES = tuple(dashboard.library_paths().values())
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
 START_SECONDS = 60
 STOP_SECONDS = 30

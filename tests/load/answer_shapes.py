@@ -1,4 +1,5 @@
-"""Shape checks for the `data` of a finished job, one per endpoint (SPEC §2).
+"""Shape checks for the `data` of a finished job, one per endpoint (docs/api.md,
+"The nine statistics").
 
 A load test must not count a job whose answer is wrong in shape: a 200 with the
 wrong keys, a missing state, a NaN, a broken order. These checks are cheap (they run
@@ -15,7 +16,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-# Python's str() of a tuple of strings, as the *_by_category keys are (SPEC §2).
+# Python's str() of a tuple of strings, as the *_by_category keys are (docs/api.md,
+# "The nine statistics").
 # A label may itself hold an apostrophe, in which case repr() switches to "…"; the
 # pattern accepts both quotings.
 _ITEM = r"""(?:'[^']*'|"[^"]*")"""
@@ -48,7 +50,7 @@ class Context:
         return [q for q, d in self.directions.items() if d in ("lower", "higher")]
 
     @classmethod
-    def from_api(cls, states_body: dict, questions_body: dict) -> "Context":
+    def from_api(cls, states_body: dict, questions_body: dict) -> Context:
         states = states_body["states"]
         directions = {q["text"]: q.get("direction") for q in questions_body["questions"]}
         if not states or not directions:

@@ -38,20 +38,20 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from tests.support.live import free_port, serve_command, serve_environment
+from tests.support.live import http as live_http
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
@@ -136,24 +136,10 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http(url: str, body: dict | None = None, timeout: float = 10.0) -> tuple[int, dict]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read() or b"null")
-        except ValueError:
-            return exc.code, {}
+    """GET, or POST `body`: (status, parsed JSON)."""
+    status, answer, _ = live_http(url, "GET" if body is None else "POST", body, timeout)
+    return status, answer
 
 
 def percentile_ms(latencies: np.ndarray, q: float) -> float | None:
@@ -245,7 +231,7 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
-def process_groups(server: "Server", locust_pid: int | None = None) -> dict:
+def process_groups(server: Server, locust_pid: int | None = None) -> dict:
     """CPU-time readers: the server's parent, its other processes (workers, manager,
     resource tracker), locust's processes, and everything else on the machine."""
     helpers = server.worker_pids()
@@ -336,11 +322,10 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> "Server":
+    def start(self, timeout: float = 60.0) -> Server:
         self.port = free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "LESTATS_LOG_FILE": str(self.workdir / "webserver.log"),
-               "LESTATS_SHUTDOWN_LINGER": "0", "PYTHONUNBUFFERED": "1"}
+        env = serve_environment(self.workdir / "webserver.log", {"PYTHONUNBUFFERED": "1"})
         command = self.command()
         self._stderr = open(self.workdir / "server.stderr", "wb")
         self.started = time.perf_counter()
@@ -356,11 +341,9 @@ class Server:
     def command(self) -> list[str]:
         """`lestats serve` as an operator starts it (tests.load.cluster_bench adds the
         cluster flags)."""
-        return [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
-                "--port", str(self.port), "--data", str(self.data),
-                "--workers", str(self.workers), "--state-dir", str(self.workdir / "state")]
+        return serve_command(self.port, self.workers, self.workdir / "state", self.data)
 
-    def _wait_ready(self, timeout: float) -> "Server":
+    def _wait_ready(self, timeout: float) -> Server:
         deadline = self.started + timeout
         while True:
             if self.process.poll() is not None:
@@ -541,8 +524,8 @@ def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
 
 def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
     from compute.dataset import load_csv
-    from compute.questions import direction
     from compute.endpoints import ENDPOINTS as SPECS
+    from compute.questions import direction
     from compute.stats import COMPUTE, answer
 
     ds = load_csv(path)
@@ -950,7 +933,7 @@ def evaluate(results: dict, plan: Plan) -> list[dict]:
         rows = results["datasets"][label]["rows"]
         add(f"in-worker median per job < {TARGETS[key]:g} µs on {rows:,} rows, mixed jobs "
             f"through the worker's JobRunner (µs)", median, TARGETS[key], median < TARGETS[key])
-        add(f"  the same for the slowest endpoint, uncached (µs)",
+        add("  the same for the slowest endpoint, uncached (µs)",
             worst, TARGETS[key], worst < TARGETS[key])
     return targets
 

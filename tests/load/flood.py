@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import sys
 import tempfile
@@ -83,7 +82,7 @@ async def flood(url: str, requests: int, concurrency: int, pid: int | None = Non
                             result.refused_without_retry_after += 1
                     else:
                         result.other[f"HTTP {response.status}"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 result.other[type(exc).__name__] += 1
 
     started = time.monotonic()

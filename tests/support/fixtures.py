@@ -1,4 +1,4 @@
-"""CSV files for tests, written row by row in the two real formats (SPEC §1)."""
+"""CSV files for tests, written row by row in the two real formats (docs/api.md, "Data")."""
 from __future__ import annotations
 
 import csv

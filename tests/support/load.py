@@ -6,19 +6,17 @@ flag and every request by a timeout, so a test using it always ends by itself.
 """
 from __future__ import annotations
 
-from http.client import HTTPException
-import json
 import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
+from http.client import HTTPException
 from pathlib import Path
 
-from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from compute.endpoints import ENDPOINTS
+from compute.questions import HIGHER_IS_BETTER, LOWER_IS_BETTER
 from tests.reference import Reference, assert_close
+from tests.support.live import http
 
 QUESTIONS = (*LOWER_IS_BETTER, *HIGHER_IS_BETTER)
 STATES = ("Ohio", "Alabama", "National", "Guam", "Wyoming", "Virgin Islands")
@@ -54,20 +52,6 @@ class JobMix:
         assert_close(result["data"], self.expected(endpoint, body), where=endpoint)
 
 
-def http(url: str, method: str = "GET", body=None, timeout: float = 10.0):
-    """(status, parsed JSON, headers) of one request; raises OSError when the server
-    cannot be reached (refused, reset, killed mid-answer)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read()), dict(response.headers)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read()), dict(error.headers)
-
-
 class ClientLoad:
     """`clients` threads, each posting random jobs and polling some of its own.
 
@@ -93,7 +77,7 @@ class ClientLoad:
         self._threads = [threading.Thread(target=self._client, args=(seed * 1000 + i,),
                                           daemon=True) for i in range(clients)]
 
-    def start(self) -> "ClientLoad":
+    def start(self) -> ClientLoad:
         for thread in self._threads:
             thread.start()
         return self
