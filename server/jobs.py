@@ -16,17 +16,17 @@ storage:   when the journal or a result cannot be written (server.storage), new 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from compute.messages import Job, Outcome, job_key
 from server import logsetup, storage
-from server.journal import MAX_JOB_ID, JobJournal, JournalError
-from server.results import DAMAGED, ResultStore
-from server.pool.worker import error_body
-from server.statelock import StateDirError
 from server.executor import health_of
+from server.journal import MAX_JOB_ID, JobJournal, JournalError
+from server.pool.worker import error_body
+from server.results import DAMAGED, ResultStore
+from server.statelock import StateDirError
 from server.status import DONE, ERROR, EVICTED, RUNNING, StatusTable
 
 log = logsetup.get("jobs")

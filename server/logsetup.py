@@ -63,7 +63,7 @@ class _EnqueueHandler(logging.Handler):
     for other processes; ours never leave this process.) logging calls emit() under
     the handler's lock, so the bound is checked and the record queued atomically."""
 
-    def __init__(self, writer: "LogWriter"):
+    def __init__(self, writer: LogWriter):
         super().__init__()
         self.writer = writer
 

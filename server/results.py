@@ -14,8 +14,8 @@ ask for a result right after it is done.
 """
 from __future__ import annotations
 
-import json
 import errno
+import json
 import os
 import re
 import threading

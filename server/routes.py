@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-import itertools
 import ipaddress
+import itertools
 import os
 
 from aiohttp import web

@@ -9,10 +9,10 @@ refused with 503 + Retry-After, and the jobs whose results could not be stored w
 A fault is set by the write that failed, or by the once-a-second check when the file
 system is read-only or has no free block or inode left. It is cleared only by the
 same check finding that a probe file of PROBE_BYTES can be written and removed in the
-state dir and in the results directory: a bit more than the largest answer, so that the server does not
-flap between "ready" and a failed write when a few bytes come free. The check's
-system calls run in a thread, never on the event loop (a hung file system must not
-freeze HTTP).
+state dir and in the results directory: a bit more than the largest answer, so that
+the server does not flap between "ready" and a failed write when a few bytes come
+free. The check's system calls run in a thread, never on the event loop (a hung file
+system must not freeze HTTP).
 """
 from __future__ import annotations
 
