@@ -115,7 +115,7 @@ class Dataset:
         for name in ARRAY_NAMES:
             array = np.ascontiguousarray(self.arrays[name])
             digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-            digest.update(memoryview(array).cast("B"))
+            digest.update(array.data.cast("B"))
         return digest.hexdigest()
 
     @cached_property
@@ -125,7 +125,7 @@ class Dataset:
         found = np.union1d(self.arrays["year"], self.arrays["year_end"])
         return [int(y) for y in found if y > 0]
 
-    def year_summary(self) -> dict:
+    def year_summary(self) -> dict[str, Any]:
         """What /api/years and /api/info say about the years (docs/analytics.md)."""
         years = self.years
         return {"first": years[0] if years else None, "last": years[-1] if years else None,
@@ -327,13 +327,15 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
         if column not in table.column_names:
             return np.full(len(values), np.nan)
         text = table.column(column)
+        floats: np.ndarray  # pyarrow and pandas are untyped: their results are Any
         try:  # Arrow's own parser: ~15x faster than pandas when every cell is a number
             empty = pc.equal(text, "")
-            return pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), text),
-                           pa.float64()).to_numpy(zero_copy_only=False)
+            floats = pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), text),
+                             pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:  # some cell is not a number ("~", "n/a"): coerce to NaN
-            return pd.to_numeric(text.to_pandas(), errors="coerce").to_numpy(
+            floats = pd.to_numeric(text.to_pandas(), errors="coerce").to_numpy(
                 dtype=np.float64, na_value=np.nan)
+        return floats
 
     def whole(column: str) -> np.ndarray:
         """A year column as integers; 0 where a cell is empty or not a plausible year."""

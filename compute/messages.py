@@ -40,7 +40,7 @@ class Job:
     year_end: int | None = None
 
 
-def job_key(job: Job) -> tuple[str, str, str | None]:
+def job_key(job: Job) -> tuple[str, str, str | None, int | None, int | None]:
     """What a job's answer depends on: jobs with equal keys have equal answers."""
     return (job.endpoint, job.question, job.state, job.year_start, job.year_end)
 

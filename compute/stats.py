@@ -134,7 +134,7 @@ def state_mean_by_category(ds: Dataset, q: int, s: int) -> Answer:
     return {ds.locations[s]: dict(zip(ds.pair_keys[pairs].tolist(), means.tolist()))}
 
 
-def state_trend(ds: Dataset, q: int, s: int) -> dict:
+def state_trend(ds: Dataset, q: int, s: int) -> Answer:
     """The plain mean of every YearStart, over the rows state_mean reads (every
     stratification); rows without a YearStart have no year to go under."""
     rows = _state_rows(ds, q, s)
@@ -164,7 +164,8 @@ def _estimate_terms(ds: Dataset, rows: slice) -> tuple[np.ndarray, ...]:
     return a["location"][rows][ok], n, n * a["value"][rows][ok], (n * spread) ** 2
 
 
-def _estimate(count: int, weight: float, weighted: float, variance: float) -> dict | None:
+def _estimate(count: int, weight: float, weighted: float,
+              variance: float) -> dict[str, float] | None:
     if count == 0:
         return None
     estimate = weighted / weight
@@ -175,13 +176,13 @@ def _estimate(count: int, weight: float, weighted: float, variance: float) -> di
             "sample_size": int(weight) if weight.is_integer() else weight}
 
 
-def state_estimate(ds: Dataset, q: int, s: int) -> dict:
+def state_estimate(ds: Dataset, q: int, s: int) -> Answer:
     _, n, nv, n2s2 = _estimate_terms(ds, _state_rows(ds, q, s))
     return {ds.locations[s]: _estimate(int(n.size), float(n.sum()), float(nv.sum()),
                                        float(n2s2.sum()))}
 
 
-def states_estimate(ds: Dataset, q: int, s: None = None) -> dict:
+def states_estimate(ds: Dataset, q: int, s: None = None) -> Answer:
     """Every location with rows for the question: estimates ascending, ties by name,
     then the locations where no row qualifies (null), by name."""
     rows = ds.question_slice(q)
@@ -192,7 +193,7 @@ def states_estimate(ds: Dataset, q: int, s: None = None) -> dict:
     present = np.unique(ds.arrays["location"][rows]).tolist()
     answers = {c: _estimate(count[c], sums[0][c], sums[1][c], sums[2][c]) for c in present}
 
-    def rank(c: int) -> tuple:
+    def rank(c: int) -> tuple[bool, float, int]:
         found = answers[c]
         return (found is None, 0.0 if found is None else found["estimate"], c)
 
