@@ -1,5 +1,5 @@
 """Faults of the state dir, end to end on the real server process (issue 8, items 1, 2,
-3, 10, 11 and the storage parts of 13; README "Guarantees").
+3, 10, 11 and the storage parts of 13; docs/guarantees.md).
 
 A full disk is a real one: a small tmpfs mounted for the test and filled with a file
 until the kernel says ENOSPC; a read-only file system is that tmpfs remounted
