@@ -12,7 +12,7 @@ This parent only supervises:
   crash loop: everything stops and the parent exits 1, for the service manager above;
 - a front-end that refuses to start (exit 2: the port, the data, the settings) would
   refuse again: everything stops and the parent exits 2 with that reason on stderr;
-- SIGTERM or SIGINT, or a front-end stopped by /api/graceful_shutdown (exit 0), stops
+- SIGTERM, SIGINT, SIGHUP or SIGQUIT, or a front-end stopped by /api/graceful_shutdown (exit 0), stops
   them all gracefully: each one refuses new jobs, finishes what it acknowledged and
   exits 0; the parent exits 0 once all have (1 if one did not end cleanly). A second
   signal is passed on too (the front-ends then skip their linger).
@@ -74,7 +74,7 @@ class Supervisor:
         self.exit_code = 0
 
     def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             signal.signal(signum, self._on_signal)
         for slot in range(1, self.settings.frontends + 1):
             self._start(slot)

@@ -16,7 +16,8 @@ FINGERPRINT = "0123456789abcdef"
 def _submit(redis, job_id_floor: int = 0) -> int:
     return redis.register_script(keys.SUBMIT)(
         keys=[keys.NEXT_ID, keys.RUNNING, keys.FINISHED, keys.stream(FINGERPRINT)],
-        args=["best5", "a question", "", FINGERPRINT, job_id_floor, 100, keys.JOB])
+        args=["best5", "a question", "", FINGERPRINT, job_id_floor, 100, keys.JOB,
+              keys.years_field(None, None)])
 
 
 def test_a_job_whose_workers_keep_going_silent_is_abandoned(broker):
