@@ -13,9 +13,10 @@ This parent only supervises:
 - a front-end that refuses to start (exit 2: the port, the data, the settings) would
   refuse again: everything stops and the parent exits 2 with that reason on stderr;
 - SIGTERM, SIGINT, SIGHUP or SIGQUIT, or a front-end stopped by
-  /api/graceful_shutdown (exit 0), stops them all gracefully: each one refuses new jobs, finishes what it acknowledged and
-  exits 0; the parent exits 0 once all have (1 if one did not end cleanly). A second
-  signal is passed on too (the front-ends then skip their linger).
+  /api/graceful_shutdown (exit 0), stops them all gracefully: each one refuses new
+  jobs, finishes what it acknowledged and exits 0; the parent exits 0 once all
+  have (1 if one did not end cleanly). A second signal is passed on too (the
+  front-ends then skip their linger).
 Each front-end dies with the parent (PR_SET_PDEATHSIG), so a killed parent never
 leaves a front-end holding the port.
 """
