@@ -21,6 +21,13 @@ Redis allows (a Redis Cluster would not; this design targets one primary).
 from __future__ import annotations
 
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+# What a Redis call raises when Redis is gone or restarting. Under uvloop a write on a
+# connection Redis has just closed raises RuntimeError ("unable to perform operation
+# on <TCPTransport closed=True>"), not ConnectionError: without it here, a POST during
+# a Redis restart was a 500 instead of a 503 with Retry-After.
+UNREACHABLE = (RedisError, OSError, RuntimeError)
 
 PREFIX = "lestats:"
 NEXT_ID = PREFIX + "next_id"

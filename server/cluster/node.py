@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from compute.messages import Job, Outcome
 from compute.shared import SharedDataset, SharedHandle
@@ -157,16 +157,16 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
                 consumer.finish(*held)
                 held = []
             pause = RECONNECT_PAUSE[0]
-        except (RedisError, OSError) as exc:  # unreachable or restarting: wait, try again
+        except broker.UNREACHABLE as exc:  # unreachable or restarting: wait, try again
             log.warning("redis unavailable (%s); retrying in %.1f s", exc, pause)
             stop.wait(pause)
             pause = min(pause * 2, RECONNECT_PAUSE[1])
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*broker.UNREACHABLE):
                 consumer.ensure_group()
     if held:  # stopping with an answered batch Redis has not taken: one last attempt
         try:
             consumer.finish(*held)
-        except (RedisError, OSError):
+        except broker.UNREACHABLE:
             log.warning("stopping before redis took the last batch; another worker "
                         "will run it after claim_timeout")
 
@@ -253,7 +253,7 @@ def run(settings) -> int:
             try:
                 with broker.sync_client(settings.broker) as client:
                     recorded = broker.register_cluster(client, mark)
-            except (RedisError, OSError) as exc:
+            except broker.UNREACHABLE as exc:
                 log.error("cannot start: redis at %s is unreachable (%s)",
                                broker.describe(settings.broker), exc)
                 return 2

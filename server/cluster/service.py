@@ -73,7 +73,7 @@ class ClusterJobService:
                                                 id="0", mkstream=True)
             self._highest = int(await self._redis.get(broker.NEXT_ID) or 0)
             policy = (await self._redis.info("memory")).get("maxmemory_policy")
-        except (RedisError, OSError) as exc:
+        except broker.UNREACHABLE as exc:
             raise StartupError(f"redis at {broker.describe(self.url)} is unreachable "
                                f"({exc})") from None
         if policy not in (None, "noeviction"):
@@ -112,7 +112,7 @@ class ClusterJobService:
                       broker.stream(self.fingerprint)],
                 args=[endpoint, question, state or "", self.fingerprint, self._highest,
                       self.max_queue, broker.JOB, broker.years_field(year_start, year_end)])
-        except (RedisError, OSError) as exc:
+        except broker.UNREACHABLE as exc:
             raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
         if job_id == 0:
             raise QueueFull
@@ -144,7 +144,7 @@ class ClusterJobService:
                     await asyncio.wait((waiter,), timeout=min(RECHECK, remaining))
                 finally:
                     self._forget_waiter(job_id, waiter)
-        except (RedisError, OSError) as exc:
+        except broker.UNREACHABLE as exc:
             raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
 
     async def _read(self, job_id: int) -> tuple[str, bytes | None]:
@@ -176,7 +176,7 @@ class ClusterJobService:
                 pipe.zrangebyscore(broker.FINISHED, f"({after}", "+inf")
                 pipe.smembers(broker.FAILED)
                 running, finished, failed = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except broker.UNREACHABLE as exc:
             raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
         states = {int(i): status.DONE for i in finished}
         states.update((int(i), status.ERROR) for i in failed if int(i) in states)
@@ -186,7 +186,7 @@ class ClusterJobService:
     async def num_jobs(self) -> int:
         try:
             return await self._redis.zcard(broker.RUNNING)
-        except (RedisError, OSError) as exc:
+        except broker.UNREACHABLE as exc:
             raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
 
     @property
@@ -250,7 +250,7 @@ class ClusterJobService:
                             for item in message["data"].split(b","):
                                 job_id, _, ok = item.partition(b":")
                                 self._finished(int(job_id), ok == b"1")
-            except (RedisError, OSError) as exc:
+            except broker.UNREACHABLE as exc:
                 log.warning("lost the subscription to finished jobs (%s); again in "
                             "%.1f s", exc, pause)
                 await asyncio.sleep(pause)
@@ -274,7 +274,7 @@ class ClusterJobService:
                     for job_id in ids:
                         pipe.hget(broker.job_key(job_id), "state")
                     states = await pipe.execute()
-            except (RedisError, OSError):
+            except broker.UNREACHABLE:
                 continue
             for job_id, state in zip(ids, states):
                 if state != b"running":  # done, error, or evicted since
