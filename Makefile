@@ -52,6 +52,7 @@ run: $(VENV)/.runtime $(WEB_STAMP)
 # ruff (lint) and mypy, configured in pyproject.toml.
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: lint $(WEB_STAMP) system-packages

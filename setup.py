@@ -6,6 +6,7 @@ of their versions) and are copied to server/static/vendor/ inside the build, so 
 installed wheel serves them with no checkout and no Node. The list of files is
 server.paths.VENDORED, read without importing the package.
 """
+
 from __future__ import annotations
 
 import runpy
@@ -30,8 +31,10 @@ class BuildWithVendored(build_py):
         for name, source in vendored.items():
             path = HERE / "web" / "node_modules" / source
             if not path.is_file():
-                raise SystemExit(f"{path} is missing: run `make web` (npm ci in web/) "
-                                 "before building the package")
+                raise SystemExit(
+                    f"{path} is missing: run `make web` (npm ci in web/) "
+                    "before building the package"
+                )
             shutil.copyfile(path, target / name)
 
 

@@ -8,6 +8,7 @@ Exit codes: 0 done; 1 the server refused the request, the job failed, or a
 --question matched several questions; 3 no answer (server unreachable or timeout);
 130 Ctrl-C.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,10 +37,15 @@ class Ambiguous(Exception):
 
 def add_client_parsers(subparsers: argparse._SubParsersAction) -> None:
     add_ask_parser(subparsers)
-    for name, what in (("questions", "the questions (id, better direction, text)"),
-                       ("states", "the states (every LocationDesc)")):
-        command = subparsers.add_parser(name, help=f"list {what} a running server knows",
-                                        description=f"Print {what}, one a line.")
+    for name, what in (
+        ("questions", "the questions (id, better direction, text)"),
+        ("states", "the states (every LocationDesc)"),
+    ):
+        command = subparsers.add_parser(
+            name,
+            help=f"list {what} a running server knows",
+            description=f"Print {what}, one a line.",
+        )
         command.add_argument("--json", action="store_true", help="print the list as JSON")
         _add_connection(command)
         command.set_defaults(run=run_listing, listing=name)
@@ -47,26 +53,37 @@ def add_client_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_connection(command: argparse.ArgumentParser) -> None:
     command.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
-    command.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                         help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT:g})")
+    command.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT:g})",
+    )
 
 
 def add_ask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ask = subparsers.add_parser(
-        "ask", help="ask a running server for one statistic",
-        description="Submit a job, wait for it with long polling and print the answer.")
+        "ask",
+        help="ask a running server for one statistic",
+        description="Submit a job, wait for it with long polling and print the answer.",
+    )
     # Not argparse choices: the server is the authority on its endpoints, and its
     # answer to an unknown one is what the user should read.
-    ask.add_argument("endpoint", metavar="ENDPOINT",
-                     help=f"one of: {', '.join(ENDPOINTS)}")
-    ask.add_argument("--question", required=True,
-                     help="the question: its full text, its CDC id (Q036) or an unambiguous "
-                          "beginning of the text (`lestats questions` lists them)")
+    ask.add_argument("endpoint", metavar="ENDPOINT", help=f"one of: {', '.join(ENDPOINTS)}")
+    ask.add_argument(
+        "--question",
+        required=True,
+        help="the question: its full text, its CDC id (Q036) or an unambiguous "
+        "beginning of the text (`lestats questions` lists them)",
+    )
     ask.add_argument("--state", help="for state_* endpoints: a LocationDesc, e.g. Ohio")
-    ask.add_argument("--year-start", type=int, metavar="YEAR",
-                     help="only rows with YearStart >= YEAR (docs/analytics.md)")
-    ask.add_argument("--year-end", type=int, metavar="YEAR",
-                     help="only rows with YearEnd <= YEAR")
+    ask.add_argument(
+        "--year-start",
+        type=int,
+        metavar="YEAR",
+        help="only rows with YearStart >= YEAR (docs/analytics.md)",
+    )
+    ask.add_argument("--year-end", type=int, metavar="YEAR", help="only rows with YearEnd <= YEAR")
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     _add_connection(ask)
     ask.set_defaults(run=run_ask)
@@ -87,9 +104,10 @@ def resolve_question(given: str, known: list[QuestionInfo]) -> str:
     folded = given.casefold()
     starting = [text for text in texts if given and text.casefold().startswith(folded)]
     if len(starting) > 1:
-        raise Ambiguous(f"--question {given!r} begins {len(starting)} questions; give more "
-                        "of the text, or the id from `lestats questions`:\n  "
-                        + "\n  ".join(starting))
+        raise Ambiguous(
+            f"--question {given!r} begins {len(starting)} questions; give more "
+            "of the text, or the id from `lestats questions`:\n  " + "\n  ".join(starting)
+        )
     return starting[0] if starting else given
 
 
@@ -103,8 +121,13 @@ def run_ask(args: argparse.Namespace) -> int:
                     raise
                 known = []  # a server without this extension: send the text as given
             question = resolve_question(args.question, known)
-            return await client.ask(args.endpoint, question, args.state,
-                                    year_start=args.year_start, year_end=args.year_end)
+            return await client.ask(
+                args.endpoint,
+                question,
+                args.state,
+                year_start=args.year_start,
+                year_end=args.year_end,
+            )
 
     try:
         data = asyncio.run(ask())
@@ -122,8 +145,9 @@ def run_ask(args: argparse.Namespace) -> int:
         return NO_ANSWER
     except KeyboardInterrupt:
         return INTERRUPTED
-    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json
-          else table(args.endpoint, data))
+    print(
+        json.dumps(data, indent=2, ensure_ascii=False) if args.json else table(args.endpoint, data)
+    )
     return 0
 
 
@@ -156,9 +180,14 @@ def run_listing(args: argparse.Namespace) -> int:
 def question_lines(questions: list[QuestionInfo]) -> str:
     """One question a line: id (when the data has ids), better direction, text."""
     width = max((len(q.get("id", "")) for q in questions), default=0)
-    return "\n".join(" ".join(filter(None, [q.get("id", "").ljust(width),
-                                             (q["direction"] or "-").ljust(6), q["text"]]))
-                     for q in questions)
+    return "\n".join(
+        " ".join(
+            filter(
+                None, [q.get("id", "").ljust(width), (q["direction"] or "-").ljust(6), q["text"]]
+            )
+        )
+        for q in questions
+    )
 
 
 def table(endpoint: str, data: Answer) -> str:
@@ -171,12 +200,19 @@ def table(endpoint: str, data: Answer) -> str:
     if not rows:
         return "(no data)"
     width = max(len(cells) for cells, _ in rows)
-    keys = [""] if endpoint == "global_mean" else \
-        ["state", "year"] if endpoint == "state_trend" else list(KEY_COLUMNS[:width])
+    keys = (
+        [""]
+        if endpoint == "global_mean"
+        else ["state", "year"]
+        if endpoint == "state_trend"
+        else list(KEY_COLUMNS[:width])
+    )
     keys += [""] * (width - len(keys))
     header = [*keys, "global − state" if "diff" in endpoint else "mean"]
-    lines = [[*cells, *[""] * (width - len(cells)),
-              "no data" if value is None else f"{value:.3f}"] for cells, value in rows]
+    lines = [
+        [*cells, *[""] * (width - len(cells)), "no data" if value is None else f"{value:.3f}"]
+        for cells, value in rows
+    ]
     return _render(header, lines)
 
 
@@ -187,10 +223,18 @@ ESTIMATE_COLUMNS = ("estimate", "ci_low", "ci_high", "rows", "sample_size")
 def _estimate_table(data: Answer) -> str:
     if not data:
         return "(no data)"
-    lines = [[state, *(["no data"] + [""] * 4 if value is None else
-                       [f"{value[c]:.3f}" for c in ESTIMATE_COLUMNS[:3]]
-                       + [_count(value[c]) for c in ESTIMATE_COLUMNS[3:]])]
-             for state, value in data.items()]
+    lines = [
+        [
+            state,
+            *(
+                ["no data"] + [""] * 4
+                if value is None
+                else [f"{value[c]:.3f}" for c in ESTIMATE_COLUMNS[:3]]
+                + [_count(value[c]) for c in ESTIMATE_COLUMNS[3:]]
+            ),
+        ]
+        for state, value in data.items()
+    ]
     return _render(["state", *ESTIMATE_COLUMNS], lines, numbers=len(ESTIMATE_COLUMNS))
 
 
@@ -206,11 +250,12 @@ def _render(header: list[str], lines: list[list[str]], numbers: int = 1) -> str:
     first_number = len(header) - numbers
 
     def render(line: list[str]) -> str:
-        return "  ".join(cell.rjust(size) if i >= first_number else cell.ljust(size)
-                         for i, (cell, size) in enumerate(zip(line, sizes))).rstrip()
+        return "  ".join(
+            cell.rjust(size) if i >= first_number else cell.ljust(size)
+            for i, (cell, size) in enumerate(zip(line, sizes))
+        ).rstrip()
 
-    return "\n".join([render(header), render(["-" * size for size in sizes]),
-                      *map(render, lines)])
+    return "\n".join([render(header), render(["-" * size for size in sizes]), *map(render, lines)])
 
 
 def _rows(data: dict, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float | None]]:

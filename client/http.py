@@ -17,6 +17,7 @@ Whatever the server refuses raises `ClientError(status, reason)` with the server
 own sentence; a job that ran and failed raises `JobFailed`; no answer within the
 client's timeout raises `TimeoutError`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -88,12 +89,18 @@ class Client:
             await self._session.close()
             self._session = None
 
-    async def submit(self, endpoint: str, question: str, state: str | None = None, *,
-                     year_start: int | None = None, year_end: int | None = None) -> int:
+    async def submit(
+        self,
+        endpoint: str,
+        question: str,
+        state: str | None = None,
+        *,
+        year_start: int | None = None,
+        year_end: int | None = None,
+    ) -> int:
         """POST the job; its id. The server, not the client, decides what is valid."""
         body: dict[str, Any] = {"question": question}
-        for name, value in (("state", state), ("year_start", year_start),
-                            ("year_end", year_end)):
+        for name, value in (("state", state), ("year_start", year_start), ("year_end", year_end)):
             if value is not None:
                 body[name] = value
         answer = await self._call("POST", f"/api/{endpoint}", body)
@@ -105,20 +112,29 @@ class Client:
         budget = self.timeout if wait is None else wait
         return await self._result_by(job_id, asyncio.get_running_loop().time() + budget, budget)
 
-    async def ask(self, endpoint: str, question: str, state: str | None = None, *,
-                  year_start: int | None = None, year_end: int | None = None) -> Answer:
+    async def ask(
+        self,
+        endpoint: str,
+        question: str,
+        state: str | None = None,
+        *,
+        year_start: int | None = None,
+        year_end: int | None = None,
+    ) -> Answer:
         """Submit and wait for the answer, both within the client's timeout."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        job_id = await self.submit(endpoint, question, state, year_start=year_start,
-                                   year_end=year_end)
+        job_id = await self.submit(
+            endpoint, question, state, year_start=year_start, year_end=year_end
+        )
         return await self._result_by(job_id, deadline, self.timeout)
 
     async def _result_by(self, job_id: int, deadline: float, budget: float) -> Answer:
         loop = asyncio.get_running_loop()
         while True:
             poll = min(max(deadline - loop.time(), 0.0), MAX_SERVER_WAIT)
-            answer = await self._call("GET", f"/api/get_results/{int(job_id)}?wait={poll:.3f}",
-                                      within=poll + REPLY_GRACE)
+            answer = await self._call(
+                "GET", f"/api/get_results/{int(job_id)}?wait={poll:.3f}", within=poll + REPLY_GRACE
+            )
             if answer.get("status") == "done":
                 return answer["data"]
             if answer.get("status") == "error":
@@ -136,15 +152,17 @@ class Client:
         """The years the data covers: {"first", "last", "years", "year_end_column"}."""
         return await self._call("GET", "/api/years")
 
-    async def _call(self, method: str, path: str, body: dict | None = None,
-                    within: float | None = None) -> dict:
+    async def _call(
+        self, method: str, path: str, body: dict | None = None, within: float | None = None
+    ) -> dict:
         seconds = self.timeout if within is None else within
         try:
             async with asyncio.timeout(seconds):
                 return await self._request(method, path, body)
         except TimeoutError:
-            raise TimeoutError(f"{method} {self.url}{path}: no answer within "
-                               f"{seconds:g} s") from None
+            raise TimeoutError(
+                f"{method} {self.url}{path}: no answer within {seconds:g} s"
+            ) from None
 
     async def _request(self, method: str, path: str, body: dict | None) -> dict:
         if self._session is None:
@@ -158,9 +176,12 @@ class Client:
         except aiohttp.ClientError as exc:
             raise ClientError(None, f"cannot reach {self.url} ({exc})") from None
         if not isinstance(answer, dict):
-            raise ClientError(response.status, f"{method} {path} did not answer a JSON "
-                              f"object (HTTP {response.status} {response.reason}); "
-                              f"is {self.url} a Le Stats Sportif server?")
+            raise ClientError(
+                response.status,
+                f"{method} {path} did not answer a JSON "
+                f"object (HTTP {response.status} {response.reason}); "
+                f"is {self.url} a Le Stats Sportif server?",
+            )
         if response.status != 200:
             raise ClientError(response.status, str(answer.get("reason") or response.reason))
         return answer
@@ -170,17 +191,29 @@ def _endpoint_method(spec: Endpoint) -> Callable[..., Any]:
     """`Client.<spec.name>(question[, state], *, year_start, year_end)`: submit and
     wait, like `ask`."""
     if spec.needs_state:
-        async def method(self: Client, question: str, state: str, *,
-                         year_start: int | None = None,
-                         year_end: int | None = None) -> Answer:
-            return await self.ask(spec.name, question, state, year_start=year_start,
-                                  year_end=year_end)
+
+        async def method(
+            self: Client,
+            question: str,
+            state: str,
+            *,
+            year_start: int | None = None,
+            year_end: int | None = None,
+        ) -> Answer:
+            return await self.ask(
+                spec.name, question, state, year_start=year_start, year_end=year_end
+            )
     else:
-        async def method(self: Client, question: str, *,  # type: ignore[misc]
-                         year_start: int | None = None,
-                         year_end: int | None = None) -> Answer:
-            return await self.ask(spec.name, question, year_start=year_start,
-                                  year_end=year_end)
+
+        async def method(  # type: ignore[misc]
+            self: Client,
+            question: str,
+            *,
+            year_start: int | None = None,
+            year_end: int | None = None,
+        ) -> Answer:
+            return await self.ask(spec.name, question, year_start=year_start, year_end=year_end)
+
     method.__name__ = spec.name
     method.__qualname__ = f"Client.{spec.name}"
     method.__doc__ = f"{spec.summary} (POST /api/{spec.name}, then wait for the answer)."

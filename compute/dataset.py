@@ -14,6 +14,7 @@ The columns the analytics extensions read (docs/analytics.md) are optional: Year
 they are always equal), and Sample_Size and the two confidence limits, kept as float64
 with NaN where a cell is empty or the column is missing.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,15 @@ import numpy as np
 from compute.questions import direction
 
 QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE, YEAR, YEAR_END, QUESTION_ID = (
-    "Question", "LocationDesc", "StratificationCategory1", "Stratification1",
-    "Data_Value", "YearStart", "YearEnd", "QuestionID")
+    "Question",
+    "LocationDesc",
+    "StratificationCategory1",
+    "Stratification1",
+    "Data_Value",
+    "YearStart",
+    "YearEnd",
+    "QuestionID",
+)
 SAMPLE_SIZE, LOW, HIGH = "Sample_Size", "Low_Confidence_Limit", "High_Confidence_Limit"
 REQUIRED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION, VALUE)
 CODED = (QUESTION, LOCATION, CATEGORY, STRATIFICATION)
@@ -43,8 +51,19 @@ OPTIONAL = (YEAR, YEAR_END, *(column for column, _ in MEASURES))
 
 # The arrays every statistic reads; their names are also the shared-memory layout.
 # "year" is YearStart and "year_end" YearEnd (0 where the cell is empty).
-ARRAY_NAMES = ("value", "location", "category", "stratification", "group", "year",
-               "year_end", "sample_size", "low", "high", "question_offsets")
+ARRAY_NAMES = (
+    "value",
+    "location",
+    "category",
+    "stratification",
+    "group",
+    "year",
+    "year_end",
+    "sample_size",
+    "low",
+    "high",
+    "question_offsets",
+)
 
 
 class DataError(Exception):
@@ -58,6 +77,7 @@ class Dataset:
     Vocabularies are sorted, so code order is name order and "ties by name" or
     "ordered by the triple" is just an ordering of codes.
     """
+
     arrays: dict[str, np.ndarray]
     questions: list[str]
     locations: list[str]
@@ -92,15 +112,25 @@ class Dataset:
     def group_keys(self) -> np.ndarray:
         """The answer key of every possible (location, category, stratification) group
         code: "('Ohio', 'Age (years)', '18 - 24')", built once, not once per answer."""
-        return np.array([str((loc, c, s)) for loc in self.locations for c in self.categories
-                         for s in self.stratifications] or [""], dtype=object)
+        return np.array(
+            [
+                str((loc, c, s))
+                for loc in self.locations
+                for c in self.categories
+                for s in self.stratifications
+            ]
+            or [""],
+            dtype=object,
+        )
 
     @cached_property
     def pair_keys(self) -> np.ndarray:
         """The same for (category, stratification), indexed by group code modulo
         len(categories) * len(stratifications)."""
-        return np.array([str((c, s)) for c in self.categories
-                         for s in self.stratifications] or [""], dtype=object)
+        return np.array(
+            [str((c, s)) for c in self.categories for s in self.stratifications] or [""],
+            dtype=object,
+        )
 
     @cached_property
     def fingerprint(self) -> str:
@@ -128,11 +158,16 @@ class Dataset:
     def year_summary(self) -> dict[str, Any]:
         """What /api/years and /api/info say about the years (docs/analytics.md)."""
         years = self.years
-        return {"first": years[0] if years else None, "last": years[-1] if years else None,
-                "years": years, "year_end_column": self.year_end_column}
+        return {
+            "first": years[0] if years else None,
+            "last": years[-1] if years else None,
+            "years": years,
+            "year_end_column": self.year_end_column,
+        }
 
-    def restricted(self, q: int, rows: slice, year_start: int | None,
-                   year_end: int | None) -> Dataset:
+    def restricted(
+        self, q: int, rows: slice, year_start: int | None, year_end: int | None
+    ) -> Dataset:
         """This dataset cut down to `rows` (question q's slice, or a part of it such as
         one state's run) with YearStart ≥ year_start and YearEnd ≤ year_end (either
         bound may be None; a row without the year a bound reads is outside it), all
@@ -146,10 +181,13 @@ class Dataset:
             keep &= (end > 0) & (end <= year_end)  # 0: no YearEnd, so not inside
         # take() with positions: several times faster than a boolean mask per array.
         index = np.flatnonzero(keep) + rows.start
-        arrays = {name: array.take(index) for name, array in self.arrays.items()
-                  if name != "question_offsets"}
+        arrays = {
+            name: array.take(index)
+            for name, array in self.arrays.items()
+            if name != "question_offsets"
+        }
         offsets = np.full(len(self.questions) + 1, index.size, dtype=np.int64)
-        offsets[:q + 1] = 0
+        offsets[: q + 1] = 0
         arrays["question_offsets"] = offsets
         # Built once on this dataset, before the copy, so that every copy shares them.
         _ = self.group_keys, self.pair_keys
@@ -158,9 +196,13 @@ class Dataset:
         return view
 
     def vocabularies(self) -> dict[str, list[str]]:
-        return {"questions": self.questions, "locations": self.locations,
-                "categories": self.categories, "stratifications": self.stratifications,
-                "question_ids": self.question_ids}
+        return {
+            "questions": self.questions,
+            "locations": self.locations,
+            "categories": self.categories,
+            "stratifications": self.stratifications,
+            "question_ids": self.question_ids,
+        }
 
 
 def load_csv(path: str | os.PathLike[str]) -> Dataset:
@@ -174,8 +216,10 @@ def load_csv(path: str | os.PathLike[str]) -> Dataset:
     raw_names = {name.strip(): name for name in header}
     missing = [c for c in REQUIRED if c not in raw_names]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} "
-                        f"(the header has {len(header)} column(s))")
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} "
+            f"(the header has {len(header)} column(s))"
+        )
     wanted = [c for c in (*REQUIRED, *OPTIONAL, QUESTION_ID) if c in raw_names]
     ends_with_line_break = _check_bytes(path)
     try:
@@ -186,7 +230,8 @@ def load_csv(path: str | os.PathLike[str]) -> Dataset:
                 include_columns=[raw_names[c] for c in wanted],
                 # Read values as text: "not a number" is a row to ignore, not an error.
                 column_types={raw_names[c]: pa.string() for c in wanted},
-                strings_can_be_null=False),
+                strings_can_be_null=False,
+            ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise DataError(_describe_parse_error(path, header, exc)) from None
@@ -236,8 +281,10 @@ def _describe_parse_error(path: str, header: list[str], exc: Exception) -> str:
             reader = csv.reader(handle)
             for row in reader:
                 if len(row) != len(header) and reader.line_num > 1:
-                    return (f"{path}: line {reader.line_num} has {len(row)} field(s), "
-                            f"the header has {len(header)}")
+                    return (
+                        f"{path}: line {reader.line_num} has {len(row)} field(s), "
+                        f"the header has {len(header)}"
+                    )
     except UnicodeDecodeError as err:
         return f"{path}: is not valid UTF-8 near byte {err.start}"
     except csv.Error as err:
@@ -262,7 +309,7 @@ def _check_bytes(path: str) -> bool:
                 if nul >= 0:
                     line = data[:nul].count(b"\n") + 1  # copies, on this error path only
                     raise DataError(f"{path}: line {line} has a NUL byte (a damaged file?)")
-                return data[size - 1:size] in (b"\n", b"\r")
+                return data[size - 1 : size] in (b"\n", b"\r")
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
@@ -270,8 +317,10 @@ def _check_bytes(path: str) -> bool:
 def _no_final_line_break(path: str) -> str:
     with open(path, "rb") as handle:
         line = handle.read().count(b"\n") + 1
-    return (f"{path}: the last line ({line}) has no line break, so it may be cut short "
-            "(a truncated download?); add one if the file is complete")
+    return (
+        f"{path}: the last line ({line}) has no line break, so it may be cut short "
+        "(a truncated download?); add one if the file is complete"
+    )
 
 
 def _codes(column: Any) -> tuple[np.ndarray, list[str]]:  # a pyarrow ChunkedArray
@@ -281,8 +330,11 @@ def _codes(column: Any) -> tuple[np.ndarray, list[str]]:  # a pyarrow ChunkedArr
     encoded = pc.dictionary_encode(column).unify_dictionaries()
     chunks = encoded.chunks
     vocabulary = chunks[0].dictionary.to_pylist() if chunks else []
-    indices = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]) \
-        if chunks else np.empty(0, np.int64)
+    indices = (
+        np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks])
+        if chunks
+        else np.empty(0, np.int64)
+    )
     order = sorted(range(len(vocabulary)), key=vocabulary.__getitem__)
     rank = np.empty(len(vocabulary), dtype=np.int64)
     rank[order] = np.arange(len(vocabulary))
@@ -292,8 +344,9 @@ def _codes(column: Any) -> tuple[np.ndarray, list[str]]:  # a pyarrow ChunkedArr
 def _narrow(codes: np.ndarray) -> np.ndarray:
     for dtype in (np.int8, np.int16, np.int32):
         # Headroom of one: statistics look up code + 1 (the end of a location's run).
-        if codes.size == 0 or (codes.min() >= np.iinfo(dtype).min
-                               and codes.max() < np.iinfo(dtype).max):
+        if codes.size == 0 or (
+            codes.min() >= np.iinfo(dtype).min and codes.max() < np.iinfo(dtype).max
+        ):
             return codes.astype(dtype)
     return codes
 
@@ -321,7 +374,9 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
     for name in CODED:
         codes[name], vocab[name] = _codes(table.column(name))
     values = pd.to_numeric(table.column(VALUE).to_pandas(), errors="coerce").to_numpy(
-        dtype=np.float64, na_value=np.nan)
+        dtype=np.float64, na_value=np.nan
+    )
+
     def number(column: str) -> np.ndarray:
         """An optional column as float64, NaN where empty, absent or not a number."""
         if column not in table.column_names:
@@ -330,11 +385,13 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
         floats: np.ndarray  # pyarrow and pandas are untyped: their results are Any
         try:  # Arrow's own parser: ~15x faster than pandas when every cell is a number
             empty = pc.equal(text, "")
-            floats = pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), text),
-                             pa.float64()).to_numpy(zero_copy_only=False)
+            floats = pc.cast(
+                pc.if_else(empty, pa.scalar(None, pa.string()), text), pa.float64()
+            ).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid:  # some cell is not a number ("~", "n/a"): coerce to NaN
             floats = pd.to_numeric(text.to_pandas(), errors="coerce").to_numpy(
-                dtype=np.float64, na_value=np.nan)
+                dtype=np.float64, na_value=np.nan
+            )
         return floats
 
     def whole(column: str) -> np.ndarray:
@@ -350,8 +407,14 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
         _, first = np.unique(codes[QUESTION], return_index=True)  # a row of each question
         question_ids = [str(ids[row]).strip() for row in first]
     keep = np.isfinite(values)
-    order = np.lexsort((codes[STRATIFICATION][keep], codes[CATEGORY][keep],
-                        codes[LOCATION][keep], codes[QUESTION][keep]))
+    order = np.lexsort(
+        (
+            codes[STRATIFICATION][keep],
+            codes[CATEGORY][keep],
+            codes[LOCATION][keep],
+            codes[QUESTION][keep],
+        )
+    )
     kept = np.flatnonzero(keep)[order]
     n_cat, n_strat = len(vocab[CATEGORY]), len(vocab[STRATIFICATION])
     location = codes[LOCATION][kept]
@@ -370,11 +433,19 @@ def _encode(table: Any, path: str) -> Dataset:  # a pyarrow Table
         "year": _narrow(year[kept]),
         "year_end": _narrow(year_end[kept]),
         **{name: number(column)[kept] for column, name in MEASURES},
-        "question_offsets": np.searchsorted(
-            question, np.arange(len(vocab[QUESTION]) + 1)).astype(np.int64),
+        "question_offsets": np.searchsorted(question, np.arange(len(vocab[QUESTION]) + 1)).astype(
+            np.int64
+        ),
     }
-    return Dataset(arrays=arrays, questions=vocab[QUESTION], locations=vocab[LOCATION],
-                   categories=vocab[CATEGORY], stratifications=vocab[STRATIFICATION],
-                   question_ids=question_ids, file=path, rows_read=table.num_rows,
-                   rows_ignored=int(table.num_rows - keep.sum()),
-                   year_end_column=YEAR_END in table.column_names)
+    return Dataset(
+        arrays=arrays,
+        questions=vocab[QUESTION],
+        locations=vocab[LOCATION],
+        categories=vocab[CATEGORY],
+        stratifications=vocab[STRATIFICATION],
+        question_ids=question_ids,
+        file=path,
+        rows_read=table.num_rows,
+        rows_ignored=int(table.num_rows - keep.sum()),
+        year_end_column=YEAR_END in table.column_names,
+    )

@@ -5,6 +5,7 @@ stop). Worker → parent, through the worker's own pipe: Taken (so the parent kn
 which jobs die with a worker) and then Done with one Outcome per job; Waiting while
 it is idle (so a stopped worker is told from an idle one).
 """
+
 from __future__ import annotations
 
 import operator
@@ -57,6 +58,7 @@ class Outcome:
     """`body` is the complete JSON body get_results answers with, encoded once; None
     when the worker has already sent the same body for the same question (see
     server.pool.worker.JobRunner.report). `stored` is False when it could not be persisted."""
+
     id: int
     ok: bool
     body: bytes | None
@@ -83,4 +85,5 @@ class Done:
 class Waiting:
     """An idle worker is alive: sent each time its wait for a batch times out, so the
     parent can tell a stopped or hung worker from an idle one."""
+
     worker: int

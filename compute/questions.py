@@ -26,7 +26,7 @@ HIGHER = "higher"
 
 
 def direction(question: str) -> str | None:
-    """"lower" or "higher" (the better end), or None for a question outside both lists."""
+    """ "lower" or "higher" (the better end), or None for a question outside both lists."""
     if question in LOWER_IS_BETTER:
         return LOWER
     if question in HIGHER_IS_BETTER:

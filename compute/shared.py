@@ -8,6 +8,7 @@ array layout, vocabularies) crosses the process boundary.
 Segment names carry the owner's pid (lestats-<pid>-<random>) so that a segment left
 by a process that was killed can be recognised and reclaimed at the next start.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,14 +45,18 @@ class SharedDataset:
         self._memory = memory
         self.handle = handle
         self.owner = owner
-        arrays = {name: np.ndarray((length,), dtype=np.dtype(dtype), buffer=memory.buf,
-                                   offset=offset)
-                  for name, dtype, length, offset in handle.layout}
-        self.dataset: Dataset | None = Dataset(arrays=arrays, file=handle.file,
-                                               rows_read=handle.rows_read,
-                                               rows_ignored=handle.rows_ignored,
-                                               year_end_column=handle.year_end_column,
-                                               **handle.vocabularies)
+        arrays = {
+            name: np.ndarray((length,), dtype=np.dtype(dtype), buffer=memory.buf, offset=offset)
+            for name, dtype, length, offset in handle.layout
+        }
+        self.dataset: Dataset | None = Dataset(
+            arrays=arrays,
+            file=handle.file,
+            rows_read=handle.rows_read,
+            rows_ignored=handle.rows_ignored,
+            year_end_column=handle.year_end_column,
+            **handle.vocabularies,
+        )
 
     @classmethod
     def create(cls, dataset: Dataset) -> SharedDataset:
@@ -62,14 +67,21 @@ class SharedDataset:
         name = f"{PREFIX}-{os.getpid()}-{secrets.token_hex(4)}"
         memory = shared_memory.SharedMemory(name=name, create=True, size=max(offset, 1))
         try:
-            for (key, dtype, length, start) in layout:
-                target = np.ndarray((length,), dtype=np.dtype(dtype), buffer=memory.buf,
-                                    offset=start)
+            for key, dtype, length, start in layout:
+                target = np.ndarray(
+                    (length,), dtype=np.dtype(dtype), buffer=memory.buf, offset=start
+                )
                 target[:] = dataset.arrays[key]
                 del target
-            handle = SharedHandle(memory.name, tuple(layout), dataset.vocabularies(),
-                                  dataset.file, dataset.rows_read, dataset.rows_ignored,
-                                  dataset.year_end_column)
+            handle = SharedHandle(
+                memory.name,
+                tuple(layout),
+                dataset.vocabularies(),
+                dataset.file,
+                dataset.rows_read,
+                dataset.rows_ignored,
+                dataset.year_end_column,
+            )
             return cls(memory, handle, owner=True)
         except BaseException:
             memory.close()

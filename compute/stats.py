@@ -12,6 +12,7 @@ cut down to the question's rows inside the range (Dataset.restricted), so every
 function reads the same sorted layout with or without a range, and without one the
 original code path runs untouched.
 """
+
 from __future__ import annotations
 
 import math
@@ -164,22 +165,28 @@ def _estimate_terms(ds: Dataset, rows: slice) -> tuple[np.ndarray, ...]:
     return a["location"][rows][ok], n, n * a["value"][rows][ok], (n * spread) ** 2
 
 
-def _estimate(count: int, weight: float, weighted: float,
-              variance: float) -> dict[str, float] | None:
+def _estimate(
+    count: int, weight: float, weighted: float, variance: float
+) -> dict[str, float] | None:
     if count == 0:
         return None
     estimate = weighted / weight
     margin = Z95 * math.sqrt(variance) / weight
-    return {"estimate": estimate, "ci_low": estimate - margin, "ci_high": estimate + margin,
-            "rows": count,
-            # Sample sizes are counts: shown as an integer when they add up to one.
-            "sample_size": int(weight) if weight.is_integer() else weight}
+    return {
+        "estimate": estimate,
+        "ci_low": estimate - margin,
+        "ci_high": estimate + margin,
+        "rows": count,
+        # Sample sizes are counts: shown as an integer when they add up to one.
+        "sample_size": int(weight) if weight.is_integer() else weight,
+    }
 
 
 def state_estimate(ds: Dataset, q: int, s: int) -> Answer:
     _, n, nv, n2s2 = _estimate_terms(ds, _state_rows(ds, q, s))
-    return {ds.locations[s]: _estimate(int(n.size), float(n.sum()), float(nv.sum()),
-                                       float(n2s2.sum()))}
+    return {
+        ds.locations[s]: _estimate(int(n.size), float(n.sum()), float(nv.sum()), float(n2s2.sum()))
+    }
 
 
 def states_estimate(ds: Dataset, q: int, s: None = None) -> Answer:
@@ -218,8 +225,14 @@ COMPUTE: dict[str, Callable[[Dataset, int, Any], Answer]] = {
 }
 
 
-def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None,
-           year_start: int | None = None, year_end: int | None = None) -> bytes:
+def answer(
+    ds: Dataset,
+    endpoint: str,
+    question: str,
+    state: str | None = None,
+    year_start: int | None = None,
+    year_end: int | None = None,
+) -> bytes:
     """The JSON `data` of one job, encoded once. Names and years must be valid
     (validated upstream)."""
     spec = ENDPOINTS[endpoint]
@@ -227,8 +240,7 @@ def answer(ds: Dataset, endpoint: str, question: str, state: str | None = None,
     s = ds.location_index[state] if spec.needs_state and state is not None else None
     if year_start is not None or year_end is not None:
         # Most one-state statistics read the state's run only: filter just that.
-        rows = ds.question_slice(q) if s is None or spec.reads_all_states \
-            else _state_rows(ds, q, s)
+        rows = ds.question_slice(q) if s is None or spec.reads_all_states else _state_rows(ds, q, s)
         ds = ds.restricted(q, rows, year_start, year_end)
     # orjson: the shortest round-trip repr of every float, like json, but ~10x faster on
     # the large by-category answers. NaN/Infinity cannot occur: empty groups are

@@ -1,4 +1,5 @@
 """The aiohttp application factory (in the manner of aiohttp-demos' polls)."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -16,12 +17,14 @@ from server.routes import DATASET, INFO, METRICS, OPENAPI, ROUTES, SERVICE, SETT
 MAX_BODY = 64 * 1024
 
 
-def init_app(service: Service, dataset: Dataset, settings: Settings,
-             info: dict | None = None) -> web.Application:
+def init_app(
+    service: Service, dataset: Dataset, settings: Settings, info: dict | None = None
+) -> web.Application:
     metrics = Metrics(service)
     # Outermost first: requests are counted with the status json_errors gave them.
-    app = web.Application(middlewares=[metrics.middleware(), json_errors, read_body],
-                          client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[metrics.middleware(), json_errors, read_body], client_max_size=MAX_BODY
+    )
     app[METRICS] = metrics
     app[BODY_DEADLINE] = settings.client_timeout
     app[SERVICE] = service

@@ -2,6 +2,7 @@
 
 Exit codes of `data fetch`: 0 saved; 1 the download is unusable; 130 Ctrl-C. Any
 command whose output pipe is closed early (`| head`) exits 141 without a traceback."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,15 @@ def _serve(args: argparse.Namespace) -> int:
     from server.config import ConfigError, load_settings
     from server.serve import serve
 
-    flags = {"data": args.data, "host": args.host, "port": args.port,
-             "workers": args.workers, "state_dir": args.state_dir, "broker": args.broker,
-             "frontends": args.frontends}
+    flags = {
+        "data": args.data,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "state_dir": args.state_dir,
+        "broker": args.broker,
+        "frontends": args.frontends,
+    }
     try:
         settings = load_settings(args.config, flags)
     except ConfigError as exc:
@@ -37,16 +44,20 @@ def _worker(args: argparse.Namespace) -> int:
     from server.config import ConfigError, load_settings
 
     try:
-        settings = load_settings(args.config, {"data": args.data, "workers": args.workers,
-                                               "broker": args.broker})
+        settings = load_settings(
+            args.config, {"data": args.data, "workers": args.workers, "broker": args.broker}
+        )
     except ConfigError as exc:
         print(f"lestats: {exc}", file=sys.stderr)
         return 2
     if not settings.broker:
-        print("lestats: a worker node needs --broker redis://HOST:PORT/DB "
-              "(or LESTATS_BROKER)", file=sys.stderr)
+        print(
+            "lestats: a worker node needs --broker redis://HOST:PORT/DB (or LESTATS_BROKER)",
+            file=sys.stderr,
+        )
         return 2
     from server.cluster import node
+
     return node.run(settings)
 
 
@@ -61,11 +72,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 def add_fetch_parser(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     get = data_subparsers.add_parser(
-        "fetch", help="download the CDC dataset for `lestats serve`",
+        "fetch",
+        help="download the CDC dataset for `lestats serve`",
         description="Download the CDC BRFSS nutrition, physical activity and obesity "
-                    "CSV, check that it loads, and save it atomically.")
-    get.add_argument("--url", default=fetch.DEFAULT_URL, help="CSV to download "
-                     "(default: the CDC's full dataset)")
+        "CSV, check that it loads, and save it atomically.",
+    )
+    get.add_argument(
+        "--url", default=fetch.DEFAULT_URL, help="CSV to download (default: the CDC's full dataset)"
+    )
     get.add_argument("--out", help=f"file to write (default {fetch.default_cache_path()})")
     get.set_defaults(run=run_fetch)
     return get
@@ -82,19 +96,25 @@ def run_fetch(args: argparse.Namespace) -> int:
         return INTERRUPTED
     years = ds.arrays["year"][ds.arrays["year"] > 0]  # 0 = no YearStart in the file
     span = f"{years.min()}–{years.max()}" if years.size else "unknown"
-    print(f"saved {path}\n"
-          f"rows: {ds.rows_read} read, {ds.rows_loaded} with a value, "
-          f"{ds.rows_ignored} ignored (no numeric Data_Value)\n"
-          f"questions: {len(ds.questions)}\n"
-          f"states: {len(ds.locations)}\n"
-          f"years: {span}")
+    print(
+        f"saved {path}\n"
+        f"rows: {ds.rows_read} read, {ds.rows_loaded} with a value, "
+        f"{ds.rows_ignored} ignored (no numeric Data_Value)\n"
+        f"questions: {len(ds.questions)}\n"
+        f"states: {len(ds.locations)}\n"
+        f"years: {span}"
+    )
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="lestats", description=(
-        "Le Stats Sportif: an asynchronous job API over the CDC BRFSS nutrition, "
-        "physical activity and obesity data."))
+    top = argparse.ArgumentParser(
+        prog="lestats",
+        description=(
+            "Le Stats Sportif: an asynchronous job API over the CDC BRFSS nutrition, "
+            "physical activity and obesity data."
+        ),
+    )
     commands = top.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the HTTP server")
@@ -104,16 +124,25 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 5000)")
     serve.add_argument("--workers", type=int, help="worker processes (default: CPUs)")
     serve.add_argument("--state-dir", help="job journal and results (default ./results)")
-    serve.add_argument("--broker", help="redis://HOST:PORT/DB: join that cluster as a "
-                       "front-end (docs/cluster.md); --workers then counts this "
-                       "machine's worker processes, 0 = none")
-    serve.add_argument("--frontends", type=int, help="cluster mode: front-end processes "
-                       "sharing the port (SO_REUSEPORT; default 1)")
+    serve.add_argument(
+        "--broker",
+        help="redis://HOST:PORT/DB: join that cluster as a "
+        "front-end (docs/cluster.md); --workers then counts this "
+        "machine's worker processes, 0 = none",
+    )
+    serve.add_argument(
+        "--frontends",
+        type=int,
+        help="cluster mode: front-end processes sharing the port (SO_REUSEPORT; default 1)",
+    )
     serve.set_defaults(run=_serve)
 
-    node = commands.add_parser("worker", help="run a cluster worker node (no HTTP)",
-                               description="Take jobs from the cluster's Redis and answer "
-                               "them on this machine (docs/cluster.md).")
+    node = commands.add_parser(
+        "worker",
+        help="run a cluster worker node (no HTTP)",
+        description="Take jobs from the cluster's Redis and answer "
+        "them on this machine (docs/cluster.md).",
+    )
     node.add_argument("--config", help="TOML settings file (default ./config.toml)")
     node.add_argument("--broker", help="redis://HOST:PORT/DB of the cluster")
     node.add_argument("--data", help="CSV file (the same data as the front-ends)")

@@ -5,6 +5,7 @@ Every setting has one row in SETTINGS: its name in config.toml, its environment
 variable, its type and its default. The command line (server.cli) passes flags as a
 dict of the same names.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,23 +20,23 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    data: str = ""               # "" = the default order (docs/operations.md, "Data")
+    data: str = ""  # "" = the default order (docs/operations.md, "Data")
     host: str = "127.0.0.1"
     port: int = 5000
-    workers: int = 0             # 0 = one per CPU
+    workers: int = 0  # 0 = one per CPU
     state_dir: str = "results"
-    max_queue: int = 10_000      # jobs queued or running before POSTs get 503
-    max_results: int = 100_000   # finished jobs kept; older ones are evicted (410)
+    max_queue: int = 10_000  # jobs queued or running before POSTs get 503
+    max_results: int = 100_000  # finished jobs kept; older ones are evicted (410)
     admin_token: str = ""
     log_file: str = "webserver.log"
     shutdown_linger: float = 5.0
-    fsync: bool = False          # fsync the journal and every result before "done"
+    fsync: bool = False  # fsync the journal and every result before "done"
     client_timeout: float = 15.0  # seconds for a request's headers, or its body, to arrive
-    job_timeout: float = 60.0    # seconds a worker may hold a batch before it is killed
-    poll_grace: float = 0.05     # a get_results without ?wait= waits this long for a running job
-    broker: str = ""             # redis://HOST:PORT/DB: cluster mode (docs/cluster.md)
+    job_timeout: float = 60.0  # seconds a worker may hold a batch before it is killed
+    poll_grace: float = 0.05  # a get_results without ?wait= waits this long for a running job
+    broker: str = ""  # redis://HOST:PORT/DB: cluster mode (docs/cluster.md)
     claim_timeout: float = 10.0  # cluster: seconds before a silent worker's jobs are taken
-    frontends: int = 1           # cluster mode: front-end processes sharing the port
+    frontends: int = 1  # cluster mode: front-end processes sharing the port
 
     @property
     def worker_count(self) -> int:
@@ -43,14 +44,22 @@ class Settings:
 
 
 ENVIRONMENT = {
-    "data": "LESTATS_DATA", "host": "LESTATS_HOST", "port": "LESTATS_PORT",
-    "workers": "TP_NUM_OF_THREADS", "state_dir": "LESTATS_STATE_DIR",
-    "max_queue": "LESTATS_MAX_QUEUE", "max_results": "LESTATS_MAX_RESULTS",
-    "admin_token": "LESTATS_ADMIN_TOKEN", "log_file": "LESTATS_LOG_FILE",
-    "shutdown_linger": "LESTATS_SHUTDOWN_LINGER", "fsync": "LESTATS_FSYNC",
-    "client_timeout": "LESTATS_CLIENT_TIMEOUT", "job_timeout": "LESTATS_JOB_TIMEOUT",
+    "data": "LESTATS_DATA",
+    "host": "LESTATS_HOST",
+    "port": "LESTATS_PORT",
+    "workers": "TP_NUM_OF_THREADS",
+    "state_dir": "LESTATS_STATE_DIR",
+    "max_queue": "LESTATS_MAX_QUEUE",
+    "max_results": "LESTATS_MAX_RESULTS",
+    "admin_token": "LESTATS_ADMIN_TOKEN",
+    "log_file": "LESTATS_LOG_FILE",
+    "shutdown_linger": "LESTATS_SHUTDOWN_LINGER",
+    "fsync": "LESTATS_FSYNC",
+    "client_timeout": "LESTATS_CLIENT_TIMEOUT",
+    "job_timeout": "LESTATS_JOB_TIMEOUT",
     "poll_grace": "LESTATS_POLL_GRACE",
-    "broker": "LESTATS_BROKER", "claim_timeout": "LESTATS_CLAIM_TIMEOUT",
+    "broker": "LESTATS_BROKER",
+    "claim_timeout": "LESTATS_CLAIM_TIMEOUT",
     "frontends": "LESTATS_FRONTENDS",
 }
 DEFAULT_CONFIG = "config.toml"
@@ -59,8 +68,9 @@ DEFAULT_CONFIG = "config.toml"
 MAX_POLL_GRACE = 1.0
 
 
-def load_settings(config: str | None = None, flags: dict | None = None,
-                  environ: os._Environ | dict | None = None) -> Settings:
+def load_settings(
+    config: str | None = None, flags: dict | None = None, environ: os._Environ | dict | None = None
+) -> Settings:
     environ = os.environ if environ is None else environ
     values: dict = {}
     values.update(_read_toml(config))
@@ -71,8 +81,9 @@ def load_settings(config: str | None = None, flags: dict | None = None,
     types = {f.name: f.type for f in fields(Settings)}
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(types))})")
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(types))})"
+        )
     settings = Settings(**{k: _convert(k, types[k], v) for k, v in values.items()})
     _check(settings)
     return settings
@@ -124,8 +135,7 @@ def _check(settings: Settings) -> None:
         if not getattr(settings, name) > 0:
             raise ConfigError(f"setting {name} must be positive")
     if not 0 <= settings.poll_grace <= MAX_POLL_GRACE:  # also rejects nan
-        raise ConfigError(f"setting poll_grace must be between 0 and {MAX_POLL_GRACE:g} "
-                          "seconds")
+        raise ConfigError(f"setting poll_grace must be between 0 and {MAX_POLL_GRACE:g} seconds")
     if not settings.claim_timeout > 0:
         raise ConfigError("setting claim_timeout must be positive")
     if settings.broker and not settings.broker.startswith(("redis://", "unix://")):
@@ -135,5 +145,7 @@ def _check(settings: Settings) -> None:
     if settings.frontends > 1 and settings.port == 0:
         raise ConfigError("frontends > 1 needs a fixed port (they share it)")
     if settings.frontends > 1 and not settings.broker:
-        raise ConfigError("frontends > 1 needs the cluster mode (broker): the "
-                          "front-ends share their jobs through it")
+        raise ConfigError(
+            "frontends > 1 needs the cluster mode (broker): the "
+            "front-ends share their jobs through it"
+        )

@@ -15,6 +15,7 @@ The admin action and job submission are refused (403) when either says the reque
 comes from elsewhere. Clients that are not browsers send neither header and are not
 affected. Reading answers cross-site was never possible: no CORS header is sent.
 """
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -37,8 +38,11 @@ def _same_origin(origin: str, host: str) -> bool:
     """Whether `Origin` names this server, as the client addressed it (`Host`)."""
     try:
         claimed = URL(origin)
-        if claimed.scheme not in ("http", "https") or not claimed.host or claimed.path \
-                not in ("", "/"):
+        if (
+            claimed.scheme not in ("http", "https")
+            or not claimed.host
+            or claimed.path not in ("", "/")
+        ):
             return False
         return _authority(claimed) == _authority(URL(f"{claimed.scheme}://{host}"))
     except (TypeError, ValueError):  # not a URL at all
@@ -55,8 +59,16 @@ def refusal(request: web.Request, action: str) -> web.Response | None:
         because = f"Origin: {origin}"
     else:
         return None
-    log.warning("refused cross-site %s %s from %s (%s)", request.method, request.path,
-                request.remote, ascii(because))
-    return error(403, f"{action} is refused for cross-site requests: the browser marked "
-                      f"this request as sent by another site's page ({because[:100]}); "
-                      "use the dashboard served by this server, or a non-browser client")
+    log.warning(
+        "refused cross-site %s %s from %s (%s)",
+        request.method,
+        request.path,
+        request.remote,
+        ascii(because),
+    )
+    return error(
+        403,
+        f"{action} is refused for cross-site requests: the browser marked "
+        f"this request as sent by another site's page ({because[:100]}); "
+        "use the dashboard served by this server, or a non-browser client",
+    )

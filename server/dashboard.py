@@ -16,6 +16,7 @@ then shows that reason. Failing soft keeps the JSON API usable without Node.
 Every answer carries a strict Content-Security-Policy: scripts, styles and
 connections from this origin only, no inline script or style.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,19 +31,31 @@ log = logsetup.get("dashboard")
 STATIC_DIR = paths.STATIC
 PAGE_FILES = ("index.html", "dashboard.js", "dashboard.css", "map.js")
 
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
-                 ".json": "application/json"}
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+}
 # This origin only, nothing inline, nothing may frame the page; img-src allows
 # data: for the page's empty favicon (`href="data:,"`), which spares a 404.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-           "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 # name -> (body, content type), or None for a vendored library that is missing.
 FILES = web.AppKey("dashboard_files", dict)
-MISSING_LIBRARY = ("the chart and map libraries are not installed on the server; the "
-                   "operator must run `make web` (npm ci in web/) and restart it")
+MISSING_LIBRARY = (
+    "the chart and map libraries are not installed on the server; the "
+    "operator must run `make web` (npm ci in web/) and restart it"
+)
 
 
 def library_paths() -> dict[str, Path]:
@@ -82,14 +95,17 @@ def add_dashboard_routes(app: web.Application) -> None:
     raises here; only the npm-installed libraries may be absent.
     """
     files: dict[str, tuple[bytes, str] | None] = {
-        name: _read(STATIC_DIR / name) for name in PAGE_FILES}
+        name: _read(STATIC_DIR / name) for name in PAGE_FILES
+    }
     for name, path in library_paths().items():
         try:
             files[name] = _read(path)
         except FileNotFoundError:
-            log.warning("dashboard: %s is missing; run `make web` to install the chart "
-                        "and map libraries (the page is served but can draw no chart)",
-                        path)
+            log.warning(
+                "dashboard: %s is missing; run `make web` to install the chart "
+                "and map libraries (the page is served but can draw no chart)",
+                path,
+            )
             files[name] = None
     app[FILES] = files
     app.router.add_get("/", _index)

@@ -4,6 +4,7 @@ Order: the `data` setting (flag, env or config.toml); ./nutrition_activity_obesi
 the CDC file fetched by `lestats data fetch`; the project's synthetic demo dataset,
 generated under ./data the first time it is needed (server.paths).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -10,6 +10,7 @@ Three layers, because a request can fail at three depths:
   (bad request line, bad header, invalid chunk size...), which aiohttp would answer
   as text/plain and log as an ERROR with a traceback — one line per garbage request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,7 @@ BODY_DEADLINE = web.AppKey("body_deadline", float)
 
 
 def error(status: int, reason: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"status": "error", "reason": reason}, status=status,
-                             headers=headers)
+    return web.json_response({"status": "error", "reason": reason}, status=status, headers=headers)
 
 
 @web.middleware
@@ -43,8 +43,11 @@ async def json_errors(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items()
-                   if k in ("Allow", "Retry-After", "WWW-Authenticate")}
+        headers = {
+            k: v
+            for k, v in exc.headers.items()
+            if k in ("Allow", "Retry-After", "WWW-Authenticate")
+        }
         return error(exc.status, REASONS.get(exc.status, exc.reason.lower()), headers)
     except Exception:
         log.exception("unexpected failure on %s %s", request.method, request.path)
@@ -59,18 +62,35 @@ async def read_body(request: web.Request, handler):
             async with asyncio.timeout(deadline or None):
                 await request.read()  # cached: the handler's read() returns it
         except TimeoutError:
-            log.warning("%s %s from %s: the body did not arrive within %g s",
-                        request.method, request.path, request.remote, deadline)
-            return _closing(error(408, f"the request body did not arrive within "
-                                       f"{deadline:g} s"))
+            log.warning(
+                "%s %s from %s: the body did not arrive within %g s",
+                request.method,
+                request.path,
+                request.remote,
+                deadline,
+            )
+            return _closing(error(408, f"the request body did not arrive within {deadline:g} s"))
         except RequestPayloadError as exc:
-            log.warning("%s %s from %s: malformed body (%s)", request.method,
-                        request.path, request.remote, _first_line(exc))
-            return _closing(error(400, "the request body is malformed (bad chunked "
-                                       "or content encoding, or cut short)"))
+            log.warning(
+                "%s %s from %s: malformed body (%s)",
+                request.method,
+                request.path,
+                request.remote,
+                _first_line(exc),
+            )
+            return _closing(
+                error(
+                    400,
+                    "the request body is malformed (bad chunked or content encoding, or cut short)",
+                )
+            )
         except ConnectionError:
-            log.info("%s %s from %s: the client went away before sending its body",
-                     request.method, request.path, request.remote)
+            log.info(
+                "%s %s from %s: the client went away before sending its body",
+                request.method,
+                request.path,
+                request.remote,
+            )
             return _closing(error(400, "the connection was closed mid-body"))
     return await handler(request)
 
@@ -86,8 +106,7 @@ async def expect_continue(refusal, request: web.Request) -> web.Response | None:
     """
     if request.headers.get("Expect", "").strip().lower() != "100-continue":
         return _closing(error(417, "the only expectation understood is 100-continue"))
-    if request.content_length is not None \
-            and request.content_length > request.client_max_size:
+    if request.content_length is not None and request.content_length > request.client_max_size:
         return _closing(error(413, REASONS[413]))
     refused = refusal(request)
     if refused is not None:
@@ -106,22 +125,39 @@ def _closing(response: web.Response) -> web.Response:
 def _first_line(exc: BaseException) -> str:
     """The gist of an error in one line (aiohttp's parser messages span several)."""
     text = str(getattr(exc, "message", "") or exc)
-    lines = [line.strip() for line in text.splitlines()
-             if line.strip() and not re.fullmatch(r"\d{3}, message:?", line.strip())]
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not re.fullmatch(r"\d{3}, message:?", line.strip())
+    ]
     return lines[0].rstrip(":") if lines else type(exc).__name__
 
 
 class JsonRequestHandler(RequestHandler):
     """aiohttp's connection handler, answering protocol errors in JSON."""
 
-    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         if status >= 500:
-            log.error("error handling %s %s from %s", request.method, request.path,
-                      request.remote, exc_info=exc)
+            log.error(
+                "error handling %s %s from %s",
+                request.method,
+                request.path,
+                request.remote,
+                exc_info=exc,
+            )
         else:  # a client sent something that is not HTTP: its fault, one line
-            log.warning("malformed HTTP request from %s answered %d: %s",
-                        request.remote, status, _first_line(exc or Exception(message)))
+            log.warning(
+                "malformed HTTP request from %s answered %d: %s",
+                request.remote,
+                status,
+                _first_line(exc or Exception(message)),
+            )
         if request.writer.output_size > 0:
             raise ConnectionError("the response has begun; cannot send an error")
         if status >= 500:

@@ -8,6 +8,7 @@ machine); another executor can replace it without touching compute/ or the route
 An executor may also say whether it can run jobs now (`health()`, see `health_of`);
 one without that method is taken as always ready.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable

@@ -7,6 +7,7 @@ within one file system). Any failure — HTTP error, HTML instead of CSV, a conn
 cut half-way, a file the loader refuses, Ctrl-C — removes the temporary file and
 leaves an earlier download untouched.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -75,13 +76,17 @@ class Progress:
             share = min(self.done / self.total, 1.0)
             filled = int(share * self.WIDTH)
             bar = "#" * filled + "." * (self.WIDTH - filled)
-            return (f"[{bar}] {share:4.0%} {mib:6.1f} / {self.total / 2**20:.1f} MiB "
-                    f"{rate:5.1f} MiB/s")
+            return (
+                f"[{bar}] {share:4.0%} {mib:6.1f} / {self.total / 2**20:.1f} MiB {rate:5.1f} MiB/s"
+            )
         return f"{mib:6.1f} MiB {rate:5.1f} MiB/s"
 
 
-async def fetch(url: str = DEFAULT_URL, out: str | os.PathLike | None = None,
-                progress_stream: TextIO | None = None) -> tuple[Path, Dataset]:
+async def fetch(
+    url: str = DEFAULT_URL,
+    out: str | os.PathLike | None = None,
+    progress_stream: TextIO | None = None,
+) -> tuple[Path, Dataset]:
     """Download `url` to `out` (default_cache_path()); the path and the loaded data."""
     target = Path(out) if out is not None else default_cache_path()
     # Same directory, so the rename is atomic; a dot name, so nothing takes it for data.
@@ -94,8 +99,9 @@ async def fetch(url: str = DEFAULT_URL, out: str | os.PathLike | None = None,
             dataset = await asyncio.to_thread(load_csv, temporary)
             os.replace(temporary, target)
         except DataError as exc:
-            raise FetchError(f"the file from {url} is not usable: "
-                             f"{str(exc).replace(f'{temporary}: ', '')}") from None
+            raise FetchError(
+                f"the file from {url} is not usable: {str(exc).replace(f'{temporary}: ', '')}"
+            ) from None
         except OSError as exc:  # aiohttp's OSErrors are FetchErrors by now: this is disk
             raise FetchError(f"cannot write {target} ({exc.strerror or exc})") from None
     except BaseException:
@@ -108,8 +114,7 @@ async def fetch(url: str = DEFAULT_URL, out: str | os.PathLike | None = None,
 
 async def _download(url: str, path: Path, progress_stream: TextIO | None) -> None:
     try:
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as session, \
-                session.get(url) as response:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session, session.get(url) as response:
             if response.status != 200:
                 raise FetchError(f"{url} answered HTTP {response.status} {response.reason}")
             if response.content_type in HTML_TYPES:
@@ -132,11 +137,13 @@ async def _download(url: str, path: Path, progress_stream: TextIO | None) -> Non
                 os.fsync(file.fileno())  # the rename must not outlive lost data
             progress.finish()
     except aiohttp.ClientPayloadError:
-        raise FetchError(f"the download from {url} broke off before the end; "
-                         "nothing was saved, try again") from None
+        raise FetchError(
+            f"the download from {url} broke off before the end; nothing was saved, try again"
+        ) from None
     except aiohttp.ClientError as exc:  # timeouts included: they are ClientErrors too
-        raise FetchError(f"cannot download {url} ({exc or type(exc).__name__}); "
-                         "nothing was saved") from None
+        raise FetchError(
+            f"cannot download {url} ({exc or type(exc).__name__}); nothing was saved"
+        ) from None
 
 
 def _check_start(url: str, chunk: bytes) -> None:

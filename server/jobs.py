@@ -13,6 +13,7 @@ storage:   when the journal or a result cannot be written (server.storage), new 
            every second); at shutdown such jobs are left in the journal, and the next
            start runs them.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,6 +36,7 @@ log = logsetup.get("jobs")
 class Service(Protocol):
     """What the routes, the metrics and the server's life cycle use of a job service:
     JobService below (embedded) and server.cluster.service.ClusterJobService offer it."""
+
     accepting: bool
     executor: Any
     listeners: list[Callable[[str, Job, bool], None]]
@@ -42,8 +44,14 @@ class Service(Protocol):
     linger_cut: asyncio.Event
     idle_at_shutdown: bool  # nothing was in flight when the shutdown was asked for
 
-    async def submit(self, endpoint: str, question: str, state: str | None,
-                     year_start: int | None = None, year_end: int | None = None) -> int: ...
+    async def submit(
+        self,
+        endpoint: str,
+        question: str,
+        state: str | None,
+        year_start: int | None = None,
+        year_end: int | None = None,
+    ) -> int: ...
     async def lookup(self, job_id: int, wait: float) -> tuple[str, bytes | None]: ...
     async def entries(self, after: int) -> Iterator[tuple[int, str]]: ...
     async def num_jobs(self) -> int: ...
@@ -108,8 +116,9 @@ class JobService:
         except JournalError as exc:
             raise StateDirError(str(exc)) from None
         except OSError as exc:
-            raise StateDirError(f"{self.results.files.dir} cannot be used "
-                                f"({exc.strerror or exc})") from None
+            raise StateDirError(
+                f"{self.results.files.dir} cannot be used ({exc.strerror or exc})"
+            ) from None
         self.status.next_id = recovery.next_id
         unfinished = []
         for job in recovery.unfinished:
@@ -117,9 +126,13 @@ class JobService:
             if accepted_under is not None and accepted_under != self.dataset:
                 # Never compute a job on other data than it was asked of.
                 finished[job.id] = False
-                self._settle(job.id, error_body(
-                    f"the data changed since this job was accepted (dataset "
-                    f"{accepted_under}, now {self.dataset}); please ask again"))
+                self._settle(
+                    job.id,
+                    error_body(
+                        f"the data changed since this job was accepted (dataset "
+                        f"{accepted_under}, now {self.dataset}); please ask again"
+                    ),
+                )
             else:
                 unfinished.append(job)
         rerun = {job.id for job in unfinished}
@@ -127,8 +140,12 @@ class JobService:
             finished[job_id] = False  # its result is lost and its question unknown
             self._settle(job_id, DAMAGED)
         if empty:
-            log.warning("%d result file(s) were empty (lost by a power loss?): %d run "
-                        "again, the others answer an error", len(empty), len(empty & rerun))
+            log.warning(
+                "%d result file(s) were empty (lost by a power loss?): %d run "
+                "again, the others answer an error",
+                len(empty),
+                len(empty & rerun),
+            )
         for job_id in sorted(finished):
             self.status.add_finished(job_id, finished[job_id])
         for job in unfinished:
@@ -143,8 +160,10 @@ class JobService:
         try:
             self.results.files.write(job_id, False, body)
         except OSError as exc:
-            raise StateDirError(f"cannot write the answer of job {job_id} to "
-                                f"{self.results.files.dir} ({exc.strerror or exc})") from None
+            raise StateDirError(
+                f"cannot write the answer of job {job_id} to "
+                f"{self.results.files.dir} ({exc.strerror or exc})"
+            ) from None
 
     def start(self, executor, unfinished: list[Job]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -152,13 +171,23 @@ class JobService:
         self.accepting = not self.shutdown_requested.is_set()
         self._watcher = asyncio.ensure_future(self._watch_storage())
         if unfinished:
-            log.info("running again %d job(s) a previous run did not finish: ids %d-%d",
-                     len(unfinished), unfinished[0].id, unfinished[-1].id,
-                     extra=logsetup.CONSOLE)
+            log.info(
+                "running again %d job(s) a previous run did not finish: ids %d-%d",
+                len(unfinished),
+                unfinished[0].id,
+                unfinished[-1].id,
+                extra=logsetup.CONSOLE,
+            )
             executor.submit(unfinished)
 
-    def accept(self, endpoint: str, question: str, state: str | None,
-               year_start: int | None = None, year_end: int | None = None) -> Job:
+    def accept(
+        self,
+        endpoint: str,
+        question: str,
+        state: str | None,
+        year_start: int | None = None,
+        year_end: int | None = None,
+    ) -> Job:
         """Take a validated job (event loop only). The journal line is written before
         the id leaves this function."""
         if not self.accepting:
@@ -178,17 +207,28 @@ class JobService:
             raise Unavailable(self.storage.fault) from None
         self.status.new_id()
         self.status.add_running(job.id)
-        log.info("job_id=%d running %s question=%r state=%r%s", job.id, endpoint,
-                 question, state, "" if year_start is None and year_end is None
-                 else f" years={year_start}..{year_end}")
+        log.info(
+            "job_id=%d running %s question=%r state=%r%s",
+            job.id,
+            endpoint,
+            question,
+            state,
+            "" if year_start is None and year_end is None else f" years={year_start}..{year_end}",
+        )
         self.executor.submit((job,))
         for listener in self.listeners:
             listener("submitted", job, True)
         return job
 
     # -- what the routes call; server.cluster.service.ClusterJobService offers the same
-    async def submit(self, endpoint: str, question: str, state: str | None,
-                     year_start: int | None = None, year_end: int | None = None) -> int:
+    async def submit(
+        self,
+        endpoint: str,
+        question: str,
+        state: str | None,
+        year_start: int | None = None,
+        year_end: int | None = None,
+    ) -> int:
         job = self.accept(endpoint, question, state, year_start, year_end)
         await self.durable()  # a failed fsync: journaled, runs, but not acknowledged
         return job.id
@@ -233,8 +273,7 @@ class JobService:
         for job, outcome in finished:
             if not outcome.stored:  # not an answer: the storage failed; run it later
                 self._parked[job.id] = job
-                self.storage.failed(storage.describe("results cannot be written",
-                                                     outcome.detail))
+                self.storage.failed(storage.describe("results cannot be written", outcome.detail))
                 continue
             if outcome.detail:
                 log.error("job_id=%d failed: %s", outcome.id, outcome.detail)
@@ -252,8 +291,12 @@ class JobService:
     def _evict(self) -> None:
         evicted = self.status.evict()
         if evicted:
-            log.info("evicted %d finished job(s) beyond the retention limit (ids %d-%d)",
-                     len(evicted), evicted[0][0], evicted[-1][0])
+            log.info(
+                "evicted %d finished job(s) beyond the retention limit (ids %d-%d)",
+                len(evicted),
+                evicted[0][0],
+                evicted[-1][0],
+            )
         self._unjournaled.extend(evicted)
         if not self._unjournaled:
             return
@@ -300,33 +343,42 @@ class JobService:
         self._evict()
         if self._parked and not self._drained.is_set():
             parked, self._parked = list(self._parked.values()), {}
-            log.info("running again %d job(s) whose results could not be stored",
-                     len(parked), extra=logsetup.CONSOLE)
+            log.info(
+                "running again %d job(s) whose results could not be stored",
+                len(parked),
+                extra=logsetup.CONSOLE,
+            )
             self.executor.submit(parked)
 
     async def result(self, job_id: int, ok: bool) -> bytes:
         body = self.results.cached(job_id)
         if body is None:
             body = await asyncio.get_running_loop().run_in_executor(
-                None, self.results.read, job_id, ok)
+                None, self.results.read, job_id, ok
+            )
             if body is None:
-                log.error("job_id=%d: its result file is damaged; answering an error",
-                          job_id)
+                log.error("job_id=%d: its result file is damaged; answering an error", job_id)
                 body = DAMAGED
         return body
 
     def begin_shutdown(self) -> None:
         if self.accepting:
-            log.info("graceful shutdown: no new jobs; %d still running",
-                     self.status.running_count, extra=logsetup.CONSOLE)
+            log.info(
+                "graceful shutdown: no new jobs; %d still running",
+                self.status.running_count,
+                extra=logsetup.CONSOLE,
+            )
         if not self.shutdown_requested.is_set():
             self.idle_at_shutdown = self.status.running_count == 0
         self.accepting = False
         self.shutdown_requested.set()
         if self._parked:
-            log.warning("%d job(s) whose results could not be stored stay in the journal; "
-                        "the next start runs them", len(self._parked),
-                        extra=logsetup.CONSOLE)
+            log.warning(
+                "%d job(s) whose results could not be stored stay in the journal; "
+                "the next start runs them",
+                len(self._parked),
+                extra=logsetup.CONSOLE,
+            )
         if self.drained:
             self._drained.set()
 

@@ -22,6 +22,7 @@ torn job line is still read from its first bytes, so that id is never handed out
 again. An id beyond MAX_JOB_ID (18 digits) stops start-up with one line rather than
 being clamped: clamping could hand out again ids that clients already hold.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -39,7 +40,7 @@ from server.results import sync_directory
 log = logsetup.get("journal")
 
 # The largest id get_results accepts (server/validation.py: at most 18 digits).
-MAX_JOB_ID = 10 ** 18 - 1
+MAX_JOB_ID = 10**18 - 1
 _TORN_ID = re.compile(rb'\{"id":([1-9][0-9]{0,17})[,}]')
 
 
@@ -62,10 +63,10 @@ class JobJournal:
     def __init__(self, state_dir: Path, fsync: bool = False, dataset: str | None = None):
         self.path = Path(state_dir) / self.FILE
         self.fsync = fsync
-        self.dataset = dataset       # fingerprint recorded with every new job
+        self.dataset = dataset  # fingerprint recorded with every new job
         self._fd: int | None = None
-        self._size = 0               # where the last whole line ends
-        self._torn = False           # bytes past _size that a failed write left
+        self._size = 0  # where the last whole line ends
+        self._torn = False  # bytes past _size that a failed write left
         self._written = 0
         self._synced = 0
         self._sync_task: asyncio.Future | None = None
@@ -104,9 +105,13 @@ class JobJournal:
             raise JournalError(
                 f"{self.path}: the next job id would be {next_id}, beyond the largest "
                 f"id clients can ask for ({MAX_JOB_ID}); the journal or a result file "
-                "name is damaged — move the state dir aside to start afresh")
-        unfinished = [job for job_id, job in sorted(jobs.items())
-                      if job_id not in finished_ids and job_id not in evicted]
+                "name is damaged — move the state dir aside to start afresh"
+            )
+        unfinished = [
+            job
+            for job_id, job in sorted(jobs.items())
+            if job_id not in finished_ids and job_id not in evicted
+        ]
         datasets = {job.id: datasets[job.id] for job in unfinished}
         try:
             self._compact(next_id, unfinished, datasets)
@@ -114,15 +119,19 @@ class JobJournal:
             # A full disk must not keep a server from starting and serving what it has:
             # keep the old journal as it is, minus a torn last line (truncating needs
             # no space). Its lines give the next start the same answer.
-            log.warning("journal %s: cannot compact (%s); appending to it as it is",
-                        self.path, exc.strerror or exc)
+            log.warning(
+                "journal %s: cannot compact (%s); appending to it as it is",
+                self.path,
+                exc.strerror or exc,
+            )
             self._open_uncompacted()
         else:
             self._open_for_append()
         return Recovery(next_id, unfinished, datasets)
 
-    def _compact(self, next_id: int, unfinished: list[Job],
-                 datasets: dict[int, str | None]) -> None:
+    def _compact(
+        self, next_id: int, unfinished: list[Job], datasets: dict[int, str | None]
+    ) -> None:
         temporary = self.path.with_suffix(".tmp")
         try:
             with open(temporary, "wb") as handle:
@@ -141,8 +150,9 @@ class JobJournal:
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise JournalError(f"{self.path} cannot be opened for writing "
-                               f"({exc.strerror or exc})") from None
+            raise JournalError(
+                f"{self.path} cannot be opened for writing ({exc.strerror or exc})"
+            ) from None
         self._size = os.fstat(self._fd).st_size
 
     def _open_uncompacted(self) -> None:
@@ -155,8 +165,9 @@ class JobJournal:
             try:
                 self._repair()
             except OSError as exc:
-                raise JournalError(f"{self.path}: cannot cut its torn last line "
-                                   f"({exc.strerror or exc})") from None
+                raise JournalError(
+                    f"{self.path}: cannot cut its torn last line ({exc.strerror or exc})"
+                ) from None
 
     def append(self, job: Job) -> None:
         """One write of one whole line, or OSError and nothing written."""
@@ -228,12 +239,21 @@ def _parse(line: bytes):
         return "evicted", [_id(i) for i in record["evicted"]]
     question, endpoint, state = record["question"], record["endpoint"], record.get("state")
     dataset = record.get("dataset")
-    if not (isinstance(question, str) and isinstance(endpoint, str)
-            and (state is None or isinstance(state, str))
-            and (dataset is None or isinstance(dataset, str))):
+    if not (
+        isinstance(question, str)
+        and isinstance(endpoint, str)
+        and (state is None or isinstance(state, str))
+        and (dataset is None or isinstance(dataset, str))
+    ):
         raise TypeError("a field of the wrong type")
-    job = Job(_id(record["id"]), endpoint, question, state,
-              _year(record.get("year_start")), _year(record.get("year_end")))
+    job = Job(
+        _id(record["id"]),
+        endpoint,
+        question,
+        state,
+        _year(record.get("year_start")),
+        _year(record.get("year_end")),
+    )
     return "job", (job, dataset)
 
 
@@ -257,8 +277,7 @@ def _line(record: dict) -> bytes:
 
 
 def _record(job: Job, dataset: str | None) -> bytes:
-    record = {"id": job.id, "endpoint": job.endpoint, "question": job.question,
-              "state": job.state}
+    record = {"id": job.id, "endpoint": job.endpoint, "question": job.question, "state": job.state}
     # A year range only when the job has one: the lines of the original nine
     # statistics stay as they were.
     for name in YEAR_FIELDS:

@@ -21,6 +21,7 @@ tests/test_logging_faults.py):
   request) is written once per REPEAT_WINDOW, then summed up in one line, instead of
   a line and a traceback per occurrence.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,7 @@ BACKUPS = 5
 # ~1 KB per waiting record: the queue holds at most ~10 MB, a few seconds of the
 # heaviest load; records beyond are dropped (and counted), never held.
 QUEUE_LIMIT = 10_000
-CONSOLE_LIMIT = 20   # batches (≤ _BATCH lines each) waiting for stderr
+CONSOLE_LIMIT = 20  # batches (≤ _BATCH lines each) waiting for stderr
 REPEAT_WINDOW = 10.0  # seconds: a repeated fault is written once per window
 _BATCH = 1000
 _PAUSE = 0.02  # between batches: under load, one wake-up per 20 ms, not one per record
@@ -93,8 +94,7 @@ class _Repeats:
         if not record.exc_info:
             return None
         exc = record.exc_info[1] if record.exc_info else None
-        return (record.name, str(record.msg)[:200], type(exc).__name__,
-                getattr(exc, "errno", None))
+        return (record.name, str(record.msg)[:200], type(exc).__name__, getattr(exc, "errno", None))
 
     def admit(self, record: logging.LogRecord, now: float, kind: tuple | None = None) -> bool:
         kind = kind or self.kind(record)
@@ -112,15 +112,21 @@ class _Repeats:
     def summaries(self, now: float, final: bool = False) -> list[logging.LogRecord]:
         """One record per kind whose window has ended (all, when `final`) with
         repeats suppressed."""
-        ended = [k for k, seen in self._seen.items()
-                 if final or now - seen[0] >= self.window]
+        ended = [k for k, seen in self._seen.items() if final or now - seen[0] >= self.window]
         out = []
         for kind in ended:
             start, count, level, message = self._seen.pop(kind)
             if count:
-                out.append(_record(kind[0], level, "%d more like this in the last %g s, "
-                                   "not logged one by one: %s", count,
-                                   round(min(now - start, self.window), 1), message))
+                out.append(
+                    _record(
+                        kind[0],
+                        level,
+                        "%d more like this in the last %g s, not logged one by one: %s",
+                        count,
+                        round(min(now - start, self.window), 1),
+                        message,
+                    )
+                )
         return out
 
 
@@ -168,8 +174,7 @@ class _Console(threading.Thread):
                 self.dropped["console"] += len(lines)
                 continue
             try:
-                _write_all(self._fd, ("\n".join(lines) + "\n").encode("utf-8",
-                                                                    "backslashreplace"))
+                _write_all(self._fd, ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
             except OSError as exc:
                 self.broken = True
                 self.dropped["console"] += len(lines)
@@ -182,7 +187,7 @@ class _Console(threading.Thread):
 
 def _write_all(fd: int, data: bytes) -> None:
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 class LogWriter(threading.Thread):
@@ -229,8 +234,10 @@ class LogWriter(threading.Thread):
 
     def _write(self, records: list[logging.LogRecord], final: bool = False) -> None:
         now = time.monotonic()
-        records = [*self._repeats.summaries(now),  # of windows that ended before these
-                   *(r for r in records if self._repeats.admit(r, now))]
+        records = [
+            *self._repeats.summaries(now),  # of windows that ended before these
+            *(r for r in records if self._repeats.admit(r, now)),
+        ]
         if final:
             records += self._repeats.summaries(now, final=True)
         records += self._drops(now, final)
@@ -254,13 +261,19 @@ class LogWriter(threading.Thread):
             _write_all(self._file.fileno(), data)
             self._size += len(data)
         except OSError as exc:
-            self._fault("cannot write the log file %s (%s)", self.path,
-                        exc.strerror or exc, errno=exc.errno, console=console)
+            self._fault(
+                "cannot write the log file %s (%s)",
+                self.path,
+                exc.strerror or exc,
+                errno=exc.errno,
+                console=console,
+            )
         if console:
             self.console.put(console)
 
-    def _fault(self, msg: str, *args, errno: int | None = None,
-               console: list[str] | None = None) -> None:
+    def _fault(
+        self, msg: str, *args, errno: int | None = None, console: list[str] | None = None
+    ) -> None:
         """A fault of the log itself, told on stderr once per REPEAT_WINDOW."""
         record = _record(LOGGER + ".log", logging.ERROR, msg, *args)
         kind = (LOGGER + ".log", msg, "OSError", errno)
@@ -278,15 +291,28 @@ class LogWriter(threading.Thread):
         counts = {k: self.dropped[k] - self._reported[k] for k in self.dropped}
         self._reported = dict(self.dropped)
         self._report_at = now + self._repeats.window
-        return [_record(LOGGER + ".log", logging.WARNING, "dropped %d log records because "
-                        "the writer could not keep up, and %d stderr lines (stderr "
-                        "blocked or gone); the file has everything else",
-                        counts["queue"], counts["console"])]
+        return [
+            _record(
+                LOGGER + ".log",
+                logging.WARNING,
+                "dropped %d log records because "
+                "the writer could not keep up, and %d stderr lines (stderr "
+                "blocked or gone); the file has everything else",
+                counts["queue"],
+                counts["console"],
+            )
+        ]
 
     def _stderr_broken(self, exc: BaseException) -> None:
-        self.records.put(_record(LOGGER + ".log", logging.WARNING, "stderr cannot be "
-                                 "written (%s); warnings and errors go to %s only",
-                                 type(exc).__name__, self.path))
+        self.records.put(
+            _record(
+                LOGGER + ".log",
+                logging.WARNING,
+                "stderr cannot be written (%s); warnings and errors go to %s only",
+                type(exc).__name__,
+                self.path,
+            )
+        )
 
     def _open(self) -> None:
         # Unbuffered (one write per batch anyway): a failed write leaves nothing behind
@@ -341,8 +367,15 @@ class AccessLogger(AbstractAccessLogger):
     """One cheap record per request (aiohttp's default parses its format per request)."""
 
     def log(self, request, response, time: float) -> None:
-        self.logger.info('%s "%s %s" %d %d %.6fs', request.remote, request.method,
-                         request.path_qs, response.status, response.body_length, time)
+        self.logger.info(
+            '%s "%s %s" %d %d %.6fs',
+            request.remote,
+            request.method,
+            request.path_qs,
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 def get(name: str) -> logging.Logger:

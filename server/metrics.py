@@ -5,6 +5,7 @@ Job counts come from JobService's listeners, HTTP counts from a middleware that 
 by route pattern (`/api/get_results/{job_id}`, never the raw path: label values must
 stay few), and the gauges are read when Prometheus scrapes.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,32 +34,52 @@ class Metrics:
     def __init__(self, service: Service):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.submitted = Counter("lestats_jobs_submitted", "Jobs accepted", ["endpoint"],
-                                 registry=r)
-        self.finished = Counter("lestats_jobs_finished", "Jobs finished",
-                                ["endpoint", "outcome"], registry=r)
-        self.latency = Histogram("lestats_job_seconds", "Time from accepting a job to its "
-                                 "result being stored", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.requests = Counter("lestats_http_requests", "HTTP requests answered",
-                                ["route", "method", "status"], registry=r)
-        Gauge("lestats_jobs_running", "Jobs queued or running",
-              registry=r).set_function(lambda: service.running_count)
-        Gauge("lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown",
-              registry=r).set_function(lambda: float(service.accepting))
+        self.submitted = Counter(
+            "lestats_jobs_submitted", "Jobs accepted", ["endpoint"], registry=r
+        )
+        self.finished = Counter(
+            "lestats_jobs_finished", "Jobs finished", ["endpoint", "outcome"], registry=r
+        )
+        self.latency = Histogram(
+            "lestats_job_seconds",
+            "Time from accepting a job to its result being stored",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "lestats_http_requests",
+            "HTTP requests answered",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        Gauge("lestats_jobs_running", "Jobs queued or running", registry=r).set_function(
+            lambda: service.running_count
+        )
+        Gauge(
+            "lestats_accepting_jobs", "1 while accepting jobs, 0 during shutdown", registry=r
+        ).set_function(lambda: float(service.accepting))
         storage = getattr(service, "storage", None)  # the embedded mode's state dir
         if storage is not None:
-            Gauge("lestats_storage_writable", "0 while the journal or results cannot be "
-                  "written (docs/guarantees.md: a full or read-only disk)",
-                  registry=r).set_function(lambda: float(storage.fault is None))
-            Gauge("lestats_storage_faults", "Times the state dir went from writable to "
-                  "failing", registry=r).set_function(lambda: storage.faults)
-        Gauge("lestats_worker_deaths", "Worker processes that died unexpectedly",
-              registry=r).set_function(lambda: getattr(service.executor, "deaths", 0))
+            Gauge(
+                "lestats_storage_writable",
+                "0 while the journal or results cannot be "
+                "written (docs/guarantees.md: a full or read-only disk)",
+                registry=r,
+            ).set_function(lambda: float(storage.fault is None))
+            Gauge(
+                "lestats_storage_faults",
+                "Times the state dir went from writable to failing",
+                registry=r,
+            ).set_function(lambda: storage.faults)
+        Gauge(
+            "lestats_worker_deaths", "Worker processes that died unexpectedly", registry=r
+        ).set_function(lambda: getattr(service.executor, "deaths", 0))
         # Whether the deaths were made good: 0 while the pool is below its size, has no
         # manager, or its manager does not answer (docs/pool.md).
-        Gauge("lestats_pool_ready", "1 while the worker pool can run jobs",
-              registry=r).set_function(lambda: float(health_of(service.executor)["ready"]))
+        Gauge(
+            "lestats_pool_ready", "1 while the worker pool can run jobs", registry=r
+        ).set_function(lambda: float(health_of(service.executor)["ready"]))
         r.register(_LogDrops())
         self._started: dict[int, float] = {}
         service.listeners.append(self.on_job)
@@ -80,8 +101,11 @@ class Metrics:
         async def count_requests(request: web.Request, handler):
             response = await handler(request)
             route = request.match_info.route.resource
-            key = (route.canonical if route is not None else "unmatched", request.method,
-                   response.status)
+            key = (
+                route.canonical if route is not None else "unmatched",
+                request.method,
+                response.status,
+            )
             counter = counters.get(key)
             if counter is None:
                 counter = counters[key] = self.requests.labels(*key[:2], str(key[2]))
@@ -91,8 +115,9 @@ class Metrics:
         return count_requests
 
     def exposition(self) -> web.Response:
-        return web.Response(body=generate_latest(self.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
 
 class _LogDrops(Collector):
@@ -100,9 +125,11 @@ class _LogDrops(Collector):
 
     def collect(self):
         family = CounterMetricFamily(
-            "lestats_log_records_dropped", "Log records dropped: the log writer could "
+            "lestats_log_records_dropped",
+            "Log records dropped: the log writer could "
             "not keep up (sink=queue), or stderr was blocked or gone (sink=console)",
-            labels=["sink"])
+            labels=["sink"],
+        )
         for sink, count in sorted(logsetup.dropped().items()):
             family.add_metric([sink], count)
         yield family

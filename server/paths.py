@@ -14,6 +14,7 @@ Two kinds of place (docs/operations.md, "Where files go"):
 
 This module needs only the standard library: setup.py reads VENDORED from it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -12,6 +12,7 @@ of the parent halved its CPU per job (docs/performance.md). ResultStore is the
 parent's side: the files plus the bodies of recent jobs in memory, because clients
 ask for a result right after it is done.
 """
+
 from __future__ import annotations
 
 import errno
@@ -33,8 +34,7 @@ class ResultFiles:
     fsync: bool = False
 
     def path(self, job_id: int, ok: bool) -> str:
-        return os.path.join(self.dir, f"{int(job_id)}.json" if ok
-                            else f"{int(job_id)}.error.json")
+        return os.path.join(self.dir, f"{int(job_id)}.json" if ok else f"{int(job_id)}.error.json")
 
     def write(self, job_id: int, ok: bool, body: bytes) -> None:
         if self.dir not in _NO_TMPFILE and self._write_unnamed(job_id, ok, body):
@@ -78,7 +78,7 @@ class ResultFiles:
         try:
             view = memoryview(body)
             while view:
-                view = view[os.write(descriptor, view):]
+                view = view[os.write(descriptor, view) :]
             if self.fsync:
                 os.fsync(descriptor)
             name = os.path.basename(self.path(job_id, ok))
@@ -144,10 +144,16 @@ class ResultStore:
     (workers send a body once per question; `answers` keeps them by question, bounded
     in bytes), and `recent` maps the newest job ids to their body, bounded in count.
     """
+
     DIR = "jobs"
 
-    def __init__(self, state_dir: Path, fsync: bool = False, recent: int = 100_000,
-                 answer_bytes: int = 64 << 20):
+    def __init__(
+        self,
+        state_dir: Path,
+        fsync: bool = False,
+        recent: int = 100_000,
+        answer_bytes: int = 64 << 20,
+    ):
         self.files = ResultFiles(str(Path(state_dir) / self.DIR), fsync)
         self._recent: OrderedDict[int, bytes] = OrderedDict()
         self._recent_limit = recent
@@ -200,8 +206,9 @@ class ResultStore:
         self.files.delete(items)
 
 
-DAMAGED = json.dumps({"status": "error", "reason": "the stored result of this job is "
-                      "damaged; please ask again"}).encode()
+DAMAGED = json.dumps(
+    {"status": "error", "reason": "the stored result of this job is damaged; please ask again"}
+).encode()
 
 
 def is_result_body(body: bytes) -> bool:
@@ -210,8 +217,13 @@ def is_result_body(body: bytes) -> bool:
     leaves of data that had not reached the disk). Checked on every read from disk, so
     it is O(1) plus one memchr rather than a JSON parse (~1 ms for the largest answers,
     holding the GIL the event loop needs)."""
-    return (body.startswith((b'{"status": "done", "data": ', b'{"status": "error", "reason": '))
-            and body.endswith(b"}") and b"\0" not in body)
+    return (
+        body.startswith((b'{"status": "done", "data": ', b'{"status": "error", "reason": '))
+        and body.endswith(b"}")
+        and b"\0" not in body
+    )
+
+
 # Per process: an open descriptor of each result directory, and the directories
 # where unnamed files cannot be linked (they fall back to a rename).
 _DIRECTORIES: dict[str, int] = {}

@@ -3,6 +3,7 @@
 The statistics are one table (compute.endpoints.ENDPOINTS): each becomes a
 `POST /api/<name>` served by the same `submit` handler.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,8 @@ METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict)  # built once per app: it names the loaded data
 
 MAX_WAIT = 30.0
-MAX_PAGE = 10_000       # entries per page of GET /api/jobs?limit=N
-LISTING_CHUNK = 2_000   # entries built per turn of the event loop (~0.5 ms)
+MAX_PAGE = 10_000  # entries per page of GET /api/jobs?limit=N
+LISTING_CHUNK = 2_000  # entries built per turn of the event loop (~0.5 ms)
 RETRY_AFTER = "1"
 
 
@@ -63,8 +64,9 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
     except ShuttingDown:
         return error(503, "shutting down")
     except QueueFull:
-        return error(503, "the job queue is full; retry later",
-                     headers={"Retry-After": RETRY_AFTER})
+        return error(
+            503, "the job queue is full; retry later", headers={"Retry-After": RETRY_AFTER}
+        )
     except Unavailable as exc:
         return unavailable(exc)
     return web.json_response({"job_id": job_id})
@@ -73,8 +75,11 @@ async def submit(endpoint: Endpoint, request: web.Request) -> web.Response:
 def unavailable(exc: Unavailable) -> web.Response:
     """The job store cannot take or tell anything now (a full disk; cluster mode: Redis
     unreachable): nothing was decided, the client retries."""
-    return error(503, f"{exc or 'the job store is unreachable'}; retry later",
-                 headers={"Retry-After": RETRY_AFTER})
+    return error(
+        503,
+        f"{exc or 'the job store is unreachable'}; retry later",
+        headers={"Retry-After": RETRY_AFTER},
+    )
 
 
 async def get_results(request: web.Request) -> web.Response:
@@ -99,8 +104,11 @@ async def get_results(request: web.Request) -> web.Response:
     if body is not None:
         return web.Response(body=body, content_type="application/json")
     if state == status.EVICTED:
-        return error(410, f"job {job_id} finished long ago and its result was "
-                          "evicted (docs/guarantees.md: retention)")
+        return error(
+            410,
+            f"job {job_id} finished long ago and its result was "
+            "evicted (docs/guarantees.md: retention)",
+        )
     return error(404, "Invalid job_id")
 
 
@@ -111,8 +119,9 @@ async def jobs(request: web.Request) -> web.StreamResponse:
     and sent LISTING_CHUNK entries at a time with the event loop free in between: at
     100,000 jobs, building it in one go held the loop ~100 ms per call."""
     try:
-        after, limit = validation.listing_page(request.query.get("after"),
-                                               request.query.get("limit"), MAX_PAGE)
+        after, limit = validation.listing_page(
+            request.query.get("after"), request.query.get("limit"), MAX_PAGE
+        )
         entries = await request.app[SERVICE].entries(after)
     except validation.BadRequest as exc:
         return error(400, str(exc))
@@ -121,12 +130,15 @@ async def jobs(request: web.Request) -> web.StreamResponse:
     if limit is not None:
         page = list(itertools.islice(entries, limit + 1))
         more = len(page) > limit
-        return web.json_response({
-            "status": "done", "data": [{f"job_id_{i}": s} for i, s in page[:limit]],
-            "next_after": page[limit - 1][0] if more else None})
+        return web.json_response(
+            {
+                "status": "done",
+                "data": [{f"job_id_{i}": s} for i, s in page[:limit]],
+                "next_after": page[limit - 1][0] if more else None,
+            }
+        )
     chunk = list(itertools.islice(entries, LISTING_CHUNK))  # a failure here is a 500
-    response = web.StreamResponse(headers={"Content-Type": "application/json; "
-                                                           "charset=utf-8"})
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
     if request.method == "HEAD":
         return response
@@ -164,19 +176,25 @@ def admin_refusal(request: web.Request) -> web.Response | None:
         given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if hmac.compare_digest(given, f"Bearer {token}".encode("utf-8", "surrogateescape")):
             return None
-        log.warning("refused admin request %s from %s: missing or wrong token",
-                    request.path, request.remote)
-        return error(401, "this admin action needs 'Authorization: Bearer <token>'",
-                     headers={"WWW-Authenticate": "Bearer"})
+        log.warning(
+            "refused admin request %s from %s: missing or wrong token", request.path, request.remote
+        )
+        return error(
+            401,
+            "this admin action needs 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     try:
         if ipaddress.ip_address(request.remote or "").is_loopback:
             return None
     except ValueError:
         pass
-    log.warning("refused admin request %s from non-loopback client %s",
-                request.path, request.remote)
-    return error(403, "admin actions are only accepted from this machine "
-                      "(or set LESTATS_ADMIN_TOKEN)")
+    log.warning(
+        "refused admin request %s from non-loopback client %s", request.path, request.remote
+    )
+    return error(
+        403, "admin actions are only accepted from this machine (or set LESTATS_ADMIN_TOKEN)"
+    )
 
 
 async def graceful_shutdown(request: web.Request) -> web.Response:
@@ -191,9 +209,14 @@ async def graceful_shutdown(request: web.Request) -> web.Response:
 async def info(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     pids = service.executor.pids() if service.executor else {}
-    return web.json_response({**request.app[INFO], "accepting": service.accepting,
-                              **service.health(),
-                              "pids": {"parent": os.getpid(), **pids}})
+    return web.json_response(
+        {
+            **request.app[INFO],
+            "accepting": service.accepting,
+            **service.health(),
+            "pids": {"parent": os.getpid(), **pids},
+        }
+    )
 
 
 async def questions(request: web.Request) -> web.Response:
@@ -201,9 +224,14 @@ async def questions(request: web.Request) -> web.Response:
     the data file has that column."""
     ds = request.app[DATASET]
     ids = ds.question_ids or [""] * len(ds.questions)
-    return web.json_response({"questions": [
-        {"text": q, "direction": ds.direction(q), **({"id": i} if i else {})}
-        for q, i in zip(ds.questions, ids)]})
+    return web.json_response(
+        {
+            "questions": [
+                {"text": q, "direction": ds.direction(q), **({"id": i} if i else {})}
+                for q, i in zip(ds.questions, ids)
+            ]
+        }
+    )
 
 
 async def years(request: web.Request) -> web.Response:
@@ -237,9 +265,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    *(web.post(f"/api/{e.name}", functools.partial(submit, e),
-               expect_handler=functools.partial(expect_continue, submission_refusal))
-      for e in ENDPOINTS.values()),
+    *(
+        web.post(
+            f"/api/{e.name}",
+            functools.partial(submit, e),
+            expect_handler=functools.partial(expect_continue, submission_refusal),
+        )
+        for e in ENDPOINTS.values()
+    ),
     web.get("/api/get_results/{job_id}", get_results),
     web.get("/api/jobs", jobs),
     web.get("/api/num_jobs", num_jobs),

@@ -4,6 +4,7 @@ Every resource is entered into one AsyncExitStack as soon as it exists, so whate
 way start-up fails or the server stops, the workers are stopped and the shared
 memory segment is unlinked.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,16 +42,20 @@ def serve(settings: Settings, reuse_port: bool = False) -> int:
     SO_REUSEPORT, beside the other front-ends of `--frontends N` (cluster mode)."""
     if settings.frontends > 1:
         from server.cluster.frontends import supervise
+
         return supervise(settings)
     try:
         writer = logsetup.configure(settings.log_file)
     except OSError as exc:
-        print(f"lestats: cannot open the log file {settings.log_file} "
-              f"({exc.strerror or exc})", file=sys.stderr)
+        print(
+            f"lestats: cannot open the log file {settings.log_file} ({exc.strerror or exc})",
+            file=sys.stderr,
+        )
         return 2
     try:
         try:  # libuv's loop: less CPU per request (docs/design.md, "Dependencies")
             import uvloop
+
             runner = uvloop.run
         except ImportError:
             runner = asyncio.run
@@ -67,15 +72,27 @@ def serve(settings: Settings, reuse_port: bool = False) -> int:
 async def _serve(settings: Settings, reuse_port: bool) -> int:
     if settings.broker:  # cluster mode (docs/cluster.md); Redis is imported only here
         from server.cluster.service import ClusterJobService
-        return await _serve_with(ClusterJobService(
-            settings.broker, max_queue=settings.max_queue, retain=settings.max_results),
-            settings, reuse_port)
+
+        return await _serve_with(
+            ClusterJobService(
+                settings.broker, max_queue=settings.max_queue, retain=settings.max_results
+            ),
+            settings,
+            reuse_port,
+        )
     # First of all: a second server on this state dir stops here, having touched nothing.
     lock = StateLock.take(settings.state_dir)
     try:
-        return await _serve_with(JobService(
-            settings.state_dir, max_queue=settings.max_queue, retain=settings.max_results,
-            fsync=settings.fsync), settings, reuse_port)
+        return await _serve_with(
+            JobService(
+                settings.state_dir,
+                max_queue=settings.max_queue,
+                retain=settings.max_results,
+                fsync=settings.fsync,
+            ),
+            settings,
+            reuse_port,
+        )
     finally:
         lock.release()
 
@@ -93,15 +110,26 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
     synthetic = demo.is_synthetic(path)
     fingerprint = dataset.fingerprint
     loaded = time.monotonic()
-    log.info("loaded %s in %.2f s: %d rows read, %d used, %d ignored (no numeric "
-             "Data_Value), %d questions, %d locations%s", path, loaded - started,
-             dataset.rows_read, dataset.rows_loaded, dataset.rows_ignored,
-             len(dataset.questions), len(dataset.locations),
-             " — SYNTHETIC demo data, not real CDC figures" if synthetic else "",
-             extra=logsetup.CONSOLE)
+    log.info(
+        "loaded %s in %.2f s: %d rows read, %d used, %d ignored (no numeric "
+        "Data_Value), %d questions, %d locations%s",
+        path,
+        loaded - started,
+        dataset.rows_read,
+        dataset.rows_loaded,
+        dataset.rows_ignored,
+        len(dataset.questions),
+        len(dataset.locations),
+        " — SYNTHETIC demo data, not real CDC figures" if synthetic else "",
+        extra=logsetup.CONSOLE,
+    )
     if not dataset.year_end_column:
-        log.warning("%s has no YearEnd column: each row's YearEnd is taken to be its "
-                    "YearStart (docs/analytics.md)", path, extra=logsetup.CONSOLE)
+        log.warning(
+            "%s has no YearEnd column: each row's YearEnd is taken to be its "
+            "YearStart (docs/analytics.md)",
+            path,
+            extra=logsetup.CONSOLE,
+        )
     async with contextlib.AsyncExitStack() as stack:
         shared = SharedDataset.create(dataset)
         stack.callback(shared.release)
@@ -111,22 +139,32 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
             workers = _start_embedded(service, shared, settings, stack, fingerprint)
         else:
             from server.cluster.service import start
+
             await start(service, shared, settings, stack, fingerprint)
             workers = settings.workers  # 0: a pure front-end
-        info = {"file": str(path), "synthetic": synthetic,
-                "rows_read": dataset.rows_read, "rows_loaded": dataset.rows_loaded,
-                "rows_ignored": dataset.rows_ignored, "dataset_fingerprint": fingerprint,
-                "questions": dataset.questions,
-                "states": dataset.locations, "years": dataset.year_summary(),
-                "workers": workers,
-                "shared_memory_bytes": shared.nbytes,
-                "load_seconds": round(loaded - started, 4)}
+        info = {
+            "file": str(path),
+            "synthetic": synthetic,
+            "rows_read": dataset.rows_read,
+            "rows_loaded": dataset.rows_loaded,
+            "rows_ignored": dataset.rows_ignored,
+            "dataset_fingerprint": fingerprint,
+            "questions": dataset.questions,
+            "states": dataset.locations,
+            "years": dataset.year_summary(),
+            "workers": workers,
+            "shared_memory_bytes": shared.nbytes,
+            "load_seconds": round(loaded - started, 4),
+        }
         app = init_app(service, dataset, settings, info)
         # keepalive_timeout also closes a connection whose request line and headers
         # have not all arrived by then (aiohttp arms it when the connection opens).
-        runner = JsonAppRunner(app, handle_signals=False,
-                               access_log_class=logsetup.AccessLogger,
-                               keepalive_timeout=settings.client_timeout)
+        runner = JsonAppRunner(
+            app,
+            handle_signals=False,
+            access_log_class=logsetup.AccessLogger,
+            keepalive_timeout=settings.client_timeout,
+        )
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         try:
@@ -134,36 +172,57 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
         except OSError as exc:
             hint = ""
             if exc.errno == errno.EADDRINUSE:
-                hint = ("; is another server running there? Choose another port: "
-                        "--port N, LESTATS_PORT=N or `make run PORT=N`")
-            raise StartupError(f"cannot listen on {_address(settings.host)}:{settings.port} "
-                               f"({exc.strerror or exc}){hint}") from None
+                hint = (
+                    "; is another server running there? Choose another port: "
+                    "--port N, LESTATS_PORT=N or `make run PORT=N`"
+                )
+            raise StartupError(
+                f"cannot listen on {_address(settings.host)}:{settings.port} "
+                f"({exc.strerror or exc}){hint}"
+            ) from None
         info["startup_seconds"] = round(time.monotonic() - started, 4)
-        log.info("serving on http://%s:%d with %d worker processes (ready in %.2f s)",
-                 _address(settings.host), settings.port, workers,
-                 info["startup_seconds"], extra=logsetup.CONSOLE)
+        log.info(
+            "serving on http://%s:%d with %d worker processes (ready in %.2f s)",
+            _address(settings.host),
+            settings.port,
+            workers,
+            info["startup_seconds"],
+            extra=logsetup.CONSOLE,
+        )
         await service.shutdown_requested.wait()
         if not await _drain(service, settings.job_timeout):
             return 1
         if service.idle_at_shutdown:
-            log.info("no job was in flight; stopping without the linger",
-                     extra=logsetup.CONSOLE)
+            log.info("no job was in flight; stopping without the linger", extra=logsetup.CONSOLE)
         elif settings.shutdown_linger > 0:
-            log.info("all accepted jobs finished; serving results for %g s more "
-                     "(a second Ctrl-C skips this)", settings.shutdown_linger,
-                     extra=logsetup.CONSOLE)
+            log.info(
+                "all accepted jobs finished; serving results for %g s more "
+                "(a second Ctrl-C skips this)",
+                settings.shutdown_linger,
+                extra=logsetup.CONSOLE,
+            )
             await _linger(service, settings.shutdown_linger)
     log.info("stopped cleanly", extra=logsetup.CONSOLE)
     return 0
 
 
-def _start_embedded(service: JobService, shared: SharedDataset, settings: Settings,
-                    stack: contextlib.AsyncExitStack, fingerprint: str) -> int:
+def _start_embedded(
+    service: JobService,
+    shared: SharedDataset,
+    settings: Settings,
+    stack: contextlib.AsyncExitStack,
+    fingerprint: str,
+) -> int:
     """Recover what an earlier run left, start the worker pool; its size."""
     stack.callback(service.close)
     unfinished = service.open(fingerprint)
-    pool = LocalPool(shared.handle, settings.worker_count, service.results.files,
-                     service.on_done, job_timeout=settings.job_timeout)
+    pool = LocalPool(
+        shared.handle,
+        settings.worker_count,
+        service.results.files,
+        service.on_done,
+        job_timeout=settings.job_timeout,
+    )
     pool.start()
     stack.push_async_callback(pool.stop)
     service.start(pool, unfinished)
@@ -210,10 +269,15 @@ async def _drain(service: Service, patience: float) -> bool:
         now = time.monotonic()
         unready_since = now if unready_since is None else unready_since
         if now - unready_since >= patience:
-            log.error("stopping with %d unfinished job(s): the worker pool has not been "
-                      "ready for %.0f s (%s); they stay in the journal and run at the next "
-                      "start", service.running_count, now - unready_since,
-                      health["reason"], extra=logsetup.CONSOLE)
+            log.error(
+                "stopping with %d unfinished job(s): the worker pool has not been "
+                "ready for %.0f s (%s); they stay in the journal and run at the next "
+                "start",
+                service.running_count,
+                now - unready_since,
+                health["reason"],
+                extra=logsetup.CONSOLE,
+            )
             return False
 
 

@@ -11,6 +11,7 @@ inherited by the worker or manager processes (Python opens it non-inheritable an
 are spawned, not forked). Once locked, the directory's shape is checked, so that
 a state dir that cannot work stops start-up with one line before the data is loaded.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -36,8 +37,9 @@ class StateLock:
         except FileExistsError:
             raise StateDirError(f"state dir {path} exists and is not a directory") from None
         except OSError as exc:
-            raise StateDirError(f"state dir {path} cannot be used "
-                                f"({exc.strerror or exc})") from None
+            raise StateDirError(
+                f"state dir {path} cannot be used ({exc.strerror or exc})"
+            ) from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -46,11 +48,13 @@ class StateLock:
             raise StateDirError(
                 f"state dir {path} is in use by another lestats server "
                 f"({'pid ' + str(holder) if holder else 'pid unknown'}); stop it or give "
-                "this one its own --state-dir") from None
+                "this one its own --state-dir"
+            ) from None
         except OSError as exc:
             os.close(descriptor)
-            raise StateDirError(f"state dir {path} cannot be locked "
-                                f"({exc.strerror or exc})") from None
+            raise StateDirError(
+                f"state dir {path} cannot be locked ({exc.strerror or exc})"
+            ) from None
         try:
             _check_shape(path)
         except StateDirError:
@@ -69,13 +73,18 @@ def _check_shape(path: Path) -> None:
     state dir can be written and holds what it should where it should."""
     if not os.access(path, os.W_OK | os.X_OK):
         read_only = os.statvfs(path).f_flag & os.ST_RDONLY
-        raise StateDirError(f"state dir {path} is not writable"
-                            f"{' (Read-only file system)' if read_only else ''}")
-    for name, is_right, wanted in (("journal.jsonl", os.path.isfile, "a file"),
-                                   ("jobs", os.path.isdir, "a directory")):
+        raise StateDirError(
+            f"state dir {path} is not writable{' (Read-only file system)' if read_only else ''}"
+        )
+    for name, is_right, wanted in (
+        ("journal.jsonl", os.path.isfile, "a file"),
+        ("jobs", os.path.isdir, "a directory"),
+    ):
         if os.path.lexists(path / name) and not is_right(path / name):
-            raise StateDirError(f"{path / name} is not {wanted}; the state dir is "
-                                "damaged or not a lestats state dir")
+            raise StateDirError(
+                f"{path / name} is not {wanted}; the state dir is "
+                "damaged or not a lestats state dir"
+            )
 
 
 def _holder(descriptor: int) -> int | None:

@@ -5,6 +5,7 @@ still retained, wakes long-polling clients when their job finishes, and decides 
 an id that is no longer known means: below next_id it was handed out and has since
 been evicted (410), otherwise it never existed (404).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -119,7 +120,10 @@ class StatusTable:
         if self._order is None or len(self._order) > 2 * known + 1024:
             self._order = sorted((*self._running, *self._finished))
         elif self._order_end < self.next_id:
-            self._order.extend(i for i in range(self._order_end, self.next_id)
-                               if i in self._running or i in self._finished)
+            self._order.extend(
+                i
+                for i in range(self._order_end, self.next_id)
+                if i in self._running or i in self._finished
+            )
         self._order_end = self.next_id
         return self._order

@@ -14,6 +14,7 @@ the server does not flap between "ready" and a failed write when a few bytes com
 free. The check's system calls run in a thread, never on the event loop (a hung file
 system must not freeze HTTP).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,10 @@ PROBE_BYTES = 128 * 1024  # the largest answer (mean_by_category) is ~60 KB
 
 class StorageHealth:
     def __init__(self, state_dir: str | os.PathLike, results_dir: str | os.PathLike):
-        self.dirs = {"the state dir": os.fspath(state_dir),
-                     "the results directory": os.fspath(results_dir)}
+        self.dirs = {
+            "the state dir": os.fspath(state_dir),
+            "the results directory": os.fspath(results_dir),
+        }
         self.fault: str | None = None
         self.faults = 0  # times storage went from writable to failing
 
@@ -39,14 +42,18 @@ class StorageHealth:
         """Event loop: a write failed for `reason` (one line for clients and the log)."""
         if self.fault is None:
             self.faults += 1
-            log.error("storage fault: %s; refusing new jobs until it can be written",
-                      reason, extra=logsetup.CONSOLE)
+            log.error(
+                "storage fault: %s; refusing new jobs until it can be written",
+                reason,
+                extra=logsetup.CONSOLE,
+            )
         self.fault = reason
 
     def recovered(self) -> None:
         if self.fault is not None:
-            log.warning("storage can be written again (was: %s)", self.fault,
-                        extra=logsetup.CONSOLE)
+            log.warning(
+                "storage can be written again (was: %s)", self.fault, extra=logsetup.CONSOLE
+            )
         self.fault = None
 
     def check(self, faulted: bool) -> str | None:
@@ -73,7 +80,6 @@ class StorageHealth:
                     return problem
         return None
 
-
     def remove_stale_probes(self) -> None:
         """Start-up: probe files a killed server left (those in jobs/ go with the
         results' temporaries)."""
@@ -91,7 +97,7 @@ def _probe(name: str, directory: str) -> str | None:
         try:
             chunk = b"\0" * PROBE_BYTES
             while chunk:
-                chunk = chunk[os.write(descriptor, chunk):]
+                chunk = chunk[os.write(descriptor, chunk) :]
         finally:
             os.close(descriptor)
         return None

@@ -2,6 +2,7 @@
 
 Every failure is a `BadRequest` whose message is the sentence the client reads.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -28,8 +29,9 @@ def is_json_type(content_type: str) -> bool:
     site's page needs a CORS preflight, which this server never grants.
     """
     kind = content_type.strip().lower()
-    return kind == "application/json" or (kind.startswith("application/")
-                                          and kind.endswith("+json") and "/" not in kind[12:])
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json") and "/" not in kind[12:]
+    )
 
 
 def parse_body(raw: bytes) -> dict:
@@ -66,17 +68,19 @@ def job_fields(endpoint: Endpoint, body: dict, ds: Dataset) -> tuple[str, str | 
     """(question, state) of a valid request for `endpoint`."""
     question = _text_field(body, "question")
     if question not in ds.question_index:
-        raise BadRequest(f"unknown question {_shown(question)}"
-                         f"{_suggestion(question, ds.questions)}")
+        raise BadRequest(
+            f"unknown question {_shown(question)}{_suggestion(question, ds.questions)}"
+        )
     if endpoint.needs_direction and ds.direction(question) is None:
-        raise BadRequest(f"{endpoint.name} needs a question where lower or higher is "
-                         f"better, and {_shown(question)} has no such direction")
+        raise BadRequest(
+            f"{endpoint.name} needs a question where lower or higher is "
+            f"better, and {_shown(question)} has no such direction"
+        )
     state = None
     if endpoint.needs_state:
         state = _text_field(body, "state")
         if state not in ds.location_index:
-            raise BadRequest(f"unknown state {_shown(state)}"
-                             f"{_suggestion(state, ds.locations)}")
+            raise BadRequest(f"unknown state {_shown(state)}{_suggestion(state, ds.locations)}")
     return question, state
 
 
@@ -88,8 +92,9 @@ def year_fields(body: dict, ds: Dataset) -> tuple[int | None, int | None]:
         return None, None
     years = ds.years
     if not years:
-        raise BadRequest("the data has no YearStart/YearEnd values, so it cannot be "
-                         "filtered by year")
+        raise BadRequest(
+            "the data has no YearStart/YearEnd values, so it cannot be filtered by year"
+        )
     covered = f"the data covers {years[0]}-{years[-1]}"
     for name, value in given.items():
         if value is None:
@@ -101,8 +106,9 @@ def year_fields(body: dict, ds: Dataset) -> tuple[int | None, int | None]:
         if not isinstance(value, int) or isinstance(value, bool):
             raise BadRequest(f"the field '{name}' must be an integer year; {covered}")
         if not years[0] <= value <= years[-1]:
-            raise BadRequest(f"{name} {value} is outside the years the data covers "
-                             f"({years[0]}-{years[-1]})")
+            raise BadRequest(
+                f"{name} {value} is outside the years the data covers ({years[0]}-{years[-1]})"
+            )
     start, end = given["year_start"], given["year_end"]
     if start is not None and end is not None and start > end:
         raise BadRequest(f"year_start {start} is after year_end {end}; {covered}")
@@ -127,12 +133,10 @@ def wait_seconds(text: str | None, limit: float) -> float:
     return seconds
 
 
-def listing_page(after: str | None, limit: str | None,
-                 max_limit: int) -> tuple[int, int | None]:
+def listing_page(after: str | None, limit: str | None, max_limit: int) -> tuple[int, int | None]:
     """(after, limit) of GET /api/jobs?after=ID&limit=N; limit None = everything."""
     if after is not None and not _COUNT.fullmatch(after):
         raise BadRequest("the parameter 'after' must be a job id (0 or more)")
     if limit is not None and not (_COUNT.fullmatch(limit) and 1 <= int(limit) <= max_limit):
-        raise BadRequest(f"the parameter 'limit' must be a whole number from 1 to "
-                         f"{max_limit}")
+        raise BadRequest(f"the parameter 'limit' must be a whole number from 1 to {max_limit}")
     return int(after or 0), None if limit is None else int(limit)

@@ -25,8 +25,12 @@ def tricky_rows(seed: int) -> list[dict]:
     extra = random.Random(seed + 1000)
     questions = [*LOWER_IS_BETTER[:2], HIGHER_IS_BETTER[0], NO_DIRECTION]
     states = ["Alabama", "Alaska", "Guam", "National", "Ohio", "Tie One", "Tie Two", "Wyoming"]
-    strata = [("Total", "Total"), ("Age (years)", "18 - 24"),
-              ("Income", "$15,000 - $24,999"), ("Gender", "Female")]
+    strata = [
+        ("Total", "Total"),
+        ("Age (years)", "18 - 24"),
+        ("Income", "$15,000 - $24,999"),
+        ("Gender", "Female"),
+    ]
     rows = []
     for question in questions:
         for state in states:
@@ -38,7 +42,7 @@ def tricky_rows(seed: int) -> list[dict]:
                     if state.startswith("Tie"):
                         value = "25.5"  # two states with exactly the same mean
                     if state == "Guam" and question == LOWER_IS_BETTER[1]:
-                        value = ""      # a known state without values for this question
+                        value = ""  # a known state without values for this question
                     year = rng.randint(2011, 2022)
                     if state == "Wyoming":
                         year = 2015
@@ -49,11 +53,20 @@ def tricky_rows(seed: int) -> list[dict]:
                     if state == "Alaska" and question == LOWER_IS_BETTER[1]:
                         limits = ["", ""]
                     size = extra.choice([str(extra.randint(30, 6000))] * 8 + ["", "0", "x"])
-                    rows.append({"question": question, "location": state, "value": value,
-                                 "category": category, "stratification": stratification,
-                                 "year": year,
-                                 "year_end": year + (extra.random() < 0.1 and year < 2022),
-                                 "sample_size": size, "low": limits[0], "high": limits[1]})
+                    rows.append(
+                        {
+                            "question": question,
+                            "location": state,
+                            "value": value,
+                            "category": category,
+                            "stratification": stratification,
+                            "year": year,
+                            "year_end": year + (extra.random() < 0.1 and year < 2022),
+                            "sample_size": size,
+                            "low": limits[0],
+                            "high": limits[1],
+                        }
+                    )
     rng.shuffle(rows)
     return rows
 

@@ -1,6 +1,7 @@
 """An independent, deliberately naive implementation of the statistics (docs/api.md and
 docs/analytics.md): plain Python loops over the CSV's rows, no numpy, no shared code
 with compute/. The tests check that the server agrees with it to 1e-9."""
+
 from __future__ import annotations
 
 import csv
@@ -63,11 +64,20 @@ class Reference:
                     continue
                 start = _year(row.get("YearStart"))
                 end = _year(row["YearEnd"]) if "YearEnd" in row else start
-                self.rows.append((row["Question"], row["LocationDesc"],
-                                  row["StratificationCategory1"], row["Stratification1"],
-                                  value, start, end, _number(row.get("Sample_Size")),
-                                  _number(row.get("Low_Confidence_Limit")),
-                                  _number(row.get("High_Confidence_Limit"))))
+                self.rows.append(
+                    (
+                        row["Question"],
+                        row["LocationDesc"],
+                        row["StratificationCategory1"],
+                        row["Stratification1"],
+                        value,
+                        start,
+                        end,
+                        _number(row.get("Sample_Size")),
+                        _number(row.get("Low_Confidence_Limit")),
+                        _number(row.get("High_Confidence_Limit")),
+                    )
+                )
         self.questions = sorted({r[0] for r in self.rows})
 
     def years(self):
@@ -75,11 +85,15 @@ class Reference:
 
     def within(self, year_start=None, year_end=None):
         """The reference over the rows inside an inclusive year range."""
-        return Reference(None, [r for r in self.rows
-                                if (year_start is None or (r[5] is not None
-                                                           and r[5] >= year_start))
-                                and (year_end is None or (r[6] is not None
-                                                          and r[6] <= year_end))])
+        return Reference(
+            None,
+            [
+                r
+                for r in self.rows
+                if (year_start is None or (r[5] is not None and r[5] >= year_start))
+                and (year_end is None or (r[6] is not None and r[6] <= year_end))
+            ],
+        )
 
     def _mean(self, keep) -> float | None:
         total, count = 0.0, 0
@@ -123,30 +137,47 @@ class Reference:
 
     def mean_by_category(self, question):
         groups = sorted({(r[1], r[2], r[3]) for r in self.rows if r[0] == question})
-        return {str(g): self._mean(lambda r, g=g: r[0] == question and (r[1], r[2], r[3]) == g)
-                for g in groups}
+        return {
+            str(g): self._mean(lambda r, g=g: r[0] == question and (r[1], r[2], r[3]) == g)
+            for g in groups
+        }
 
     def state_mean_by_category(self, question, state):
-        groups = sorted({(r[2], r[3]) for r in self.rows
-                         if r[0] == question and r[1] == state})
-        return {state: {str(g): self._mean(
-            lambda r, g=g: r[0] == question and r[1] == state and (r[2], r[3]) == g)
-            for g in groups}}
+        groups = sorted({(r[2], r[3]) for r in self.rows if r[0] == question and r[1] == state})
+        return {
+            state: {
+                str(g): self._mean(
+                    lambda r, g=g: r[0] == question and r[1] == state and (r[2], r[3]) == g
+                )
+                for g in groups
+            }
+        }
 
     def state_trend(self, question, state):
-        years = sorted({r[5] for r in self.rows
-                        if r[0] == question and r[1] == state and r[5] is not None})
-        return {state: {str(y): self._mean(
-            lambda r, y=y: r[0] == question and r[1] == state and r[5] == y)
-            for y in years}}
+        years = sorted(
+            {r[5] for r in self.rows if r[0] == question and r[1] == state and r[5] is not None}
+        )
+        return {
+            state: {
+                str(y): self._mean(lambda r, y=y: r[0] == question and r[1] == state and r[5] == y)
+                for y in years
+            }
+        }
 
     def _estimate(self, question, state):
         n_sum = nv_sum = variance = 0.0
         count = 0
         for r in self.rows:
             n, low, high = r[7], r[8], r[9]
-            if (r[0] == question and r[1] == state and r[2] == "Total" and n is not None
-                    and n > 0 and low is not None and high is not None):
+            if (
+                r[0] == question
+                and r[1] == state
+                and r[2] == "Total"
+                and n is not None
+                and n > 0
+                and low is not None
+                and high is not None
+            ):
                 s = (high - low) / (2 * Z95)
                 n_sum += n
                 nv_sum += n * r[4]
@@ -156,8 +187,13 @@ class Reference:
             return None
         estimate = nv_sum / n_sum
         se = math.sqrt(variance) / n_sum
-        return {"estimate": estimate, "ci_low": estimate - Z95 * se,
-                "ci_high": estimate + Z95 * se, "rows": count, "sample_size": n_sum}
+        return {
+            "estimate": estimate,
+            "ci_low": estimate - Z95 * se,
+            "ci_high": estimate + Z95 * se,
+            "rows": count,
+            "sample_size": n_sum,
+        }
 
     def state_estimate(self, question, state):
         return {state: self._estimate(question, state)}
@@ -165,12 +201,19 @@ class Reference:
     def states_estimate(self, question):
         states = sorted({r[1] for r in self.rows if r[0] == question})
         answers = {s: self._estimate(question, s) for s in states}
-        return dict(sorted(answers.items(), key=lambda item: (
-            item[1] is None, item[1]["estimate"] if item[1] else 0.0, item[0])))
+        return dict(
+            sorted(
+                answers.items(),
+                key=lambda item: (
+                    item[1] is None,
+                    item[1]["estimate"] if item[1] else 0.0,
+                    item[0],
+                ),
+            )
+        )
 
     def answer(self, endpoint, question, state=None, year_start=None, year_end=None):
-        ref = self if year_start is None and year_end is None \
-            else self.within(year_start, year_end)
+        ref = self if year_start is None and year_end is None else self.within(year_start, year_end)
         method = getattr(ref, endpoint)
         return method(question, state) if endpoint.startswith("state_") else method(question)
 
@@ -185,5 +228,6 @@ def assert_close(got, expected, tolerance=1e-9, where="answer"):
     elif expected is None:
         assert got is None, f"{where}: expected null, got {got!r}"
     else:
-        assert got is not None and abs(got - expected) <= tolerance, \
+        assert got is not None and abs(got - expected) <= tolerance, (
             f"{where}: {got!r} != {expected!r}"
+        )

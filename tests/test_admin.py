@@ -14,6 +14,7 @@ not listen on a real network interface. So:
    that forges request.remote (request.clone(remote=...)) before the real handler.
 3. Always: the token mode on the real process over loopback.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,12 @@ def _namespace_command() -> list[str] | None:
         return None
     for flags in (["-n"], ["-r", "-n"]):  # as root; else in a user namespace
         try:
-            if subprocess.run([unshare, *flags, "true"], capture_output=True,
-                              timeout=10).returncode == 0:
+            if (
+                subprocess.run(
+                    [unshare, *flags, "true"], capture_output=True, timeout=10
+                ).returncode
+                == 0
+            ):
                 return [unshare, *flags]
         except (OSError, subprocess.SubprocessError):
             pass
@@ -50,10 +55,14 @@ def test_stranger_is_refused_end_to_end_in_a_network_namespace(tmp_path, demo_cs
     command = _namespace_command()
     if command is None:
         pytest.skip("no network namespace can be made here (unshare -n is refused)")
-    run = subprocess.run([*command, sys.executable, "-m", "tests.support.stranger",
-                          str(tmp_path), str(demo_csv)],
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*command, sys.executable, "-m", "tests.support.stranger", str(tmp_path), str(demo_csv)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["interfaces"] == ["lo"]  # nothing outside could reach the server
@@ -78,18 +87,28 @@ async def _from_a_stranger(request, handler):
     return await handler(request if address is None else request.clone(remote=address))
 
 
-@pytest.mark.parametrize("peer, code", [
-    ("203.0.113.7", 403), ("10.0.0.1", 403), ("::ffff:8.8.8.8", 403), ("2001:db8::1", 403),
-    ("", 403), ("not an address", 403), ("127.0.0.2", 200), ("::1", 200),
-])
-async def test_forged_remote_in_process(tmp_path, demo_csv, aiohttp_client, caplog,
-                                        peer, code):
+@pytest.mark.parametrize(
+    "peer, code",
+    [
+        ("203.0.113.7", 403),
+        ("10.0.0.1", 403),
+        ("::ffff:8.8.8.8", 403),
+        ("2001:db8::1", 403),
+        ("", 403),
+        ("not an address", 403),
+        ("127.0.0.2", 200),
+        ("::1", 200),
+    ],
+)
+async def test_forged_remote_in_process(tmp_path, demo_csv, aiohttp_client, caplog, peer, code):
     async with running_app(demo_csv, tmp_path / "state") as running:
         running.app.middlewares.insert(0, _from_a_stranger)
         client = await aiohttp_client(running.app)
         with caplog.at_level(logging.WARNING, logger="lestats.http"):
-            response = await client.get("/api/graceful_shutdown", headers={
-                "X-Test-Peer": peer, "X-Forwarded-For": "127.0.0.1"})
+            response = await client.get(
+                "/api/graceful_shutdown",
+                headers={"X-Test-Peer": peer, "X-Forwarded-For": "127.0.0.1"},
+            )
         body = await response.json()
         assert response.status == code, body
         if code == 403:
@@ -100,23 +119,32 @@ async def test_forged_remote_in_process(tmp_path, demo_csv, aiohttp_client, capl
 
 
 def test_token_end_to_end(tmp_path, demo_csv):
-    server = start_server(tmp_path, data=demo_csv, workers=1,
-                          env={"LESTATS_ADMIN_TOKEN": "correct horse"})
+    server = start_server(
+        tmp_path, data=demo_csv, workers=1, env={"LESTATS_ADMIN_TOKEN": "correct horse"}
+    )
     try:
-        for headers in ({}, {"Authorization": "Bearer wrong"},
-                        {"Authorization": "Bearer correct horse!"},
-                        {"Authorization": "correct horse"},
-                        {"Authorization": "Basic Y29ycmVjdDpob3JzZQ=="}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Bearer correct horse!"},
+            {"Authorization": "correct horse"},
+            {"Authorization": "Basic Y29ycmVjdDpob3JzZQ=="},
+        ):
             code, body = server.get("/api/graceful_shutdown", headers=headers)
             assert code == 401 and body["status"] == "error", (headers, body)
         assert server.get("/readyz")[1] == {"status": "ready"}
-        code, body = server.get("/api/graceful_shutdown",
-                                headers={"Authorization": "Bearer correct horse"})
+        code, body = server.get(
+            "/api/graceful_shutdown", headers={"Authorization": "Bearer correct horse"}
+        )
         assert code == 200 and body["status"] in ("running", "done")
         assert server.process.wait(30) == 0
     finally:
         server.stop()
     log = server.log_file.read_text()
-    assert log.count("refused admin request /api/graceful_shutdown from 127.0.0.1: "
-                     "missing or wrong token") == 5
+    assert (
+        log.count(
+            "refused admin request /api/graceful_shutdown from 127.0.0.1: missing or wrong token"
+        )
+        == 5
+    )
     assert "correct horse" not in log

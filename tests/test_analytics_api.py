@@ -1,6 +1,7 @@
 """The analytics extensions over HTTP (docs/analytics.md): the year range on every
 statistic, its refusals, /api/years and /api/info, through the real application and
 its real worker processes; and a real server over a file without YearEnd."""
+
 from __future__ import annotations
 
 import itertools
@@ -22,8 +23,9 @@ OBESITY = LOWER_IS_BETTER[1]
 @pytest.fixture(scope="module")
 def tricky_csv(tmp_path_factory):
     """One of the tricky data sets (tests/test_stats.py checks them all, offline)."""
-    return write_rows(tmp_path_factory.mktemp("data") / "tricky.csv", tricky_rows(0),
-                      ANALYTICS_HEADER)
+    return write_rows(
+        tmp_path_factory.mktemp("data") / "tricky.csv", tricky_rows(0), ANALYTICS_HEADER
+    )
 
 
 @pytest.fixture
@@ -46,14 +48,20 @@ async def _answer(client, endpoint, body):
 async def test_every_statistic_with_a_year_range(api, tricky_csv):
     reference = Reference(tricky_csv)
     for years, (endpoint, spec) in itertools.product(
-            [{"year_start": 2014, "year_end": 2019}, {"year_start": 2016},
-             {"year_end": 2013}, {"year_start": 2015, "year_end": 2015}],
-            ENDPOINTS.items()):
-        for state in (["Ohio", "Wyoming", "Alaska"] if spec.needs_state else [None]):
+        [
+            {"year_start": 2014, "year_end": 2019},
+            {"year_start": 2016},
+            {"year_end": 2013},
+            {"year_start": 2015, "year_end": 2015},
+        ],
+        ENDPOINTS.items(),
+    ):
+        for state in ["Ohio", "Wyoming", "Alaska"] if spec.needs_state else [None]:
             body = {"question": OBESITY, **years, **({"state": state} if state else {})}
             got = await _answer(api, endpoint, body)
-            want = reference.answer(endpoint, OBESITY, state, years.get("year_start"),
-                                    years.get("year_end"))
+            want = reference.answer(
+                endpoint, OBESITY, state, years.get("year_start"), years.get("year_end")
+            )
             assert_close(got, want, where=f"{endpoint} {state} {years}")
 
 
@@ -62,12 +70,16 @@ async def test_null_years_are_no_range(api, tricky_csv):
     is the year 2016 (an integer to JSON Schema)."""
     for endpoint in ("states_mean", "states_estimate"):
         plain = await _answer(api, endpoint, {"question": OBESITY})
-        nulls = await _answer(api, endpoint, {"question": OBESITY, "year_start": None,
-                                              "year_end": None})
+        nulls = await _answer(
+            api, endpoint, {"question": OBESITY, "year_start": None, "year_end": None}
+        )
         assert nulls == plain
         whole = await _answer(api, endpoint, {"question": OBESITY, "year_start": 2016.0})
-        assert whole == await _answer(api, endpoint, {"question": OBESITY,
-                                                      "year_start": 2016}) != plain
+        assert (
+            whole
+            == await _answer(api, endpoint, {"question": OBESITY, "year_start": 2016})
+            != plain
+        )
         assert_close(plain, Reference(tricky_csv).answer(endpoint, OBESITY))
 
 
@@ -99,7 +111,7 @@ BAD_RANGES = [
 
 
 async def test_bad_year_ranges_name_the_covered_range(api):
-    years = (await (await api.get("/api/years")).json())
+    years = await (await api.get("/api/years")).json()
     covered = f"{years['first']}-{years['last']}"
     for (fields, words), endpoint in itertools.product(BAD_RANGES, ENDPOINTS):
         body = {"question": OBESITY, "state": "Ohio", **fields}
@@ -113,11 +125,16 @@ async def test_bad_year_ranges_name_the_covered_range(api):
 async def test_years_route_and_openapi_bounds(api, tricky_csv):
     years = await (await api.get("/api/years")).json()
     expected = Reference(tricky_csv).years()
-    assert years == {"first": expected[0], "last": expected[-1], "years": expected,
-                     "year_end_column": True}
+    assert years == {
+        "first": expected[0],
+        "last": expected[-1],
+        "years": expected,
+        "year_end_column": True,
+    }
     document = served(api.running.shared.dataset)
     schema = document["paths"]["/api/state_trend"]["post"]["requestBody"]["content"][
-        "application/json"]["schema"]
+        "application/json"
+    ]["schema"]
     assert schema["required"] == ["question", "state"]
     assert schema["properties"]["year_start"]["minimum"] == expected[0]
     assert schema["properties"]["year_end"]["maximum"] == expected[-1]
@@ -134,10 +151,10 @@ def test_a_file_without_year_end_is_served_and_said_so(tmp_path):
         assert years["years"] == Reference(data).years()
         status, info = server.get("/api/info")
         assert info["years"] == years
-        status, body = server.post("/api/states_mean",
-                                   {"question": OBESITY, "year_end": years["years"][2]})
+        status, body = server.post(
+            "/api/states_mean", {"question": OBESITY, "year_end": years["years"][2]}
+        )
         assert status == 200, body
     finally:
         assert server.stop() == 0, server.text()
-    assert "has no YearEnd column: each row's YearEnd is taken to be its YearStart" \
-        in server.text()
+    assert "has no YearEnd column: each row's YearEnd is taken to be its YearStart" in server.text()

@@ -1,4 +1,5 @@
 """The load test's shape checks accept every real answer and reject broken ones."""
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,14 @@ from tests.load.answer_shapes import Context, check, check_body
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return load_csv(demo.write(tmp_path_factory.mktemp("shapes") / "demo.csv",
-                               count=3000, seed=5))
+    return load_csv(demo.write(tmp_path_factory.mktemp("shapes") / "demo.csv", count=3000, seed=5))
 
 
 @pytest.fixture(scope="module")
 def ctx(dataset):
-    return Context(states=list(dataset.locations),
-                   directions={q: direction(q) for q in dataset.questions})
+    return Context(
+        states=list(dataset.locations), directions={q: direction(q) for q in dataset.questions}
+    )
 
 
 def test_every_endpoint_has_a_check():
@@ -36,25 +37,25 @@ def test_every_endpoint_has_a_check():
 def test_real_answers_pass(dataset, ctx, endpoint):
     rng = random.Random(endpoint)
     for _ in range(20):
-        question = rng.choice(ctx.ranked_questions if endpoint in ("best5", "worst5")
-                              else ctx.questions)
+        question = rng.choice(
+            ctx.ranked_questions if endpoint in ("best5", "worst5") else ctx.questions
+        )
         state = rng.choice(ctx.states) if ENDPOINTS[endpoint].needs_state else None
         data = json.loads(answer(dataset, endpoint, question, state))
         assert check(endpoint, data, ctx, question, state) is None
-        assert check_body(endpoint, {"status": "done", "data": data}, ctx, question,
-                          state) is None
+        assert check_body(endpoint, {"status": "done", "data": data}, ctx, question, state) is None
 
 
 def test_context_from_the_api_bodies():
-    ctx = Context.from_api({"states": ["Ohio", "Utah"]},
-                           {"questions": [{"text": "Q1", "direction": "lower"},
-                                          {"text": "Q2", "direction": None}]})
+    ctx = Context.from_api(
+        {"states": ["Ohio", "Utah"]},
+        {"questions": [{"text": "Q1", "direction": "lower"}, {"text": "Q2", "direction": None}]},
+    )
     assert ctx.questions == ["Q1", "Q2"] and ctx.ranked_questions == ["Q1"]
 
 
 Q = "Percent of adults aged 18 years and older who have obesity"  # lower is better
-CTX = Context(states=["Alabama", "Ohio", "Utah", "Iowa", "Maine", "Texas"],
-              directions={Q: "lower"})
+CTX = Context(states=["Alabama", "Ohio", "Utah", "Iowa", "Maine", "Texas"], directions={Q: "lower"})
 BROKEN = [
     ("states_mean", {"Ohio": 30.0, "Utah": 20.0}, None, "ascending"),
     ("states_mean", {"Atlantis": 1.0}, None, "unknown state"),
@@ -90,29 +91,38 @@ def test_nulls_where_the_contract_allows_them():
     assert check("state_mean", {"Ohio": None}, CTX, Q, "Ohio") is None
     assert check("state_diff_from_mean", {"Ohio": None}, CTX, Q, "Ohio") is None
     assert check("state_mean_by_category", {"Ohio": {}}, CTX, Q, "Ohio") is None
-    assert check("mean_by_category",
-                 {"('Ohio', 'Income', '$15,000 - $24,999')": 2.5,
-                  '(\'Ohio\', "Children\'s", \'x\')': 1.0}, CTX, Q) is None
+    assert (
+        check(
+            "mean_by_category",
+            {"('Ohio', 'Income', '$15,000 - $24,999')": 2.5, "('Ohio', \"Children's\", 'x')": 1.0},
+            CTX,
+            Q,
+        )
+        is None
+    )
 
 
 def test_unfinished_or_failed_jobs_do_not_count():
     assert "not a finished job" in check_body("global_mean", {"status": "running"}, CTX, Q)
-    assert "not a finished job" in check_body("global_mean",
-                                              {"status": "error", "reason": "x"}, CTX, Q)
+    assert "not a finished job" in check_body(
+        "global_mean", {"status": "error", "reason": "x"}, CTX, Q
+    )
     assert "without 'data'" in check_body("global_mean", {"status": "done"}, CTX, Q)
 
 
 def test_long_by_category_answers_are_checked_key_by_key():
-    good = {f"('{s}', 'Age (years)', '{n} - {n + 9}')": 20.0 + n
-            for s in CTX.states for n in range(300)}
+    good = {
+        f"('{s}', 'Age (years)', '{n} - {n + 9}')": 20.0 + n for s in CTX.states for n in range(300)
+    }
     assert check("mean_by_category", good, CTX, Q) is None
     assert check("mean_by_category", {**good, "('Ohio', 'Gender', 'Male')": 7}, CTX, Q) is None
     for bad_key, bad_value, words in (
-            ("('Atlantis', 'Gender', 'Male')", 1.0, "unknown state"),
-            ("('Ohio', 'Gender')", 1.0, "tuple"),
-            ("('Ohio', 'Gender', 'Male')\n('Ohio', 'Gender', 'Female')", 1.0, "tuple"),
-            ("('Ohio', 'Gender', 'Male')", float("inf"), "finite"),
-            ("('Ohio', 'Gender', 'Male')", True, "finite")):
+        ("('Atlantis', 'Gender', 'Male')", 1.0, "unknown state"),
+        ("('Ohio', 'Gender')", 1.0, "tuple"),
+        ("('Ohio', 'Gender', 'Male')\n('Ohio', 'Gender', 'Female')", 1.0, "tuple"),
+        ("('Ohio', 'Gender', 'Male')", float("inf"), "finite"),
+        ("('Ohio', 'Gender', 'Male')", True, "finite"),
+    ):
         problem = check("mean_by_category", {**good, bad_key: bad_value}, CTX, Q)
         assert problem is not None and words in problem, (bad_key, problem)
     inner = {f"('Age (years)', '{n}')": float(n) for n in range(100)}

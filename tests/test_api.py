@@ -1,4 +1,5 @@
 """The HTTP API through aiohttp_client: every route and every error row of docs/api.md, "Errors"."""
+
 from __future__ import annotations
 
 import pytest
@@ -65,12 +66,15 @@ async def _error(response, status, *fragments):
     return body
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    (b"not json", "not valid JSON"),
-    (b"[1, 2]", "JSON object"),
-    (b"\xff\xfe", "not valid JSON"),
-    (b"[" * 100_00 + b"]" * 100_00, ""),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[" * 100_00 + b"]" * 100_00, ""),
+    ],
+)
 async def test_body_not_json_or_not_object(api, raw, fragment):
     await _error(await api.post("/api/states_mean", data=raw, headers=JSON), 400, fragment)
 
@@ -79,20 +83,32 @@ async def test_body_too_large(api):
     await _error(await api.post("/api/states_mean", data=b"x" * 200_000), 413, "too large")
 
 
-@pytest.mark.parametrize("body, field", [
-    ({}, "'question'"), ({"question": 5}, "'question'"),
-    ({"question": OBESITY}, "'state'"), ({"question": OBESITY, "state": None}, "'state'"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({}, "'question'"),
+        ({"question": 5}, "'question'"),
+        ({"question": OBESITY}, "'state'"),
+        ({"question": OBESITY, "state": None}, "'state'"),
+    ],
+)
 async def test_missing_or_non_string_field(api, body, field):
     await _error(await api.post("/api/state_mean", json=body), 400, field)
 
 
 async def test_unknown_question_and_state_suggest(api):
-    await _error(await api.post("/api/states_mean", json={"question": OBESITY + "x"}), 400,
-                 "unknown question", "did you mean")
-    await _error(await api.post("/api/state_mean", json={"question": OBESITY,
-                                                         "state": "Ohoi"}),
-                 400, "unknown state", "'Ohio'")
+    await _error(
+        await api.post("/api/states_mean", json={"question": OBESITY + "x"}),
+        400,
+        "unknown question",
+        "did you mean",
+    )
+    await _error(
+        await api.post("/api/state_mean", json={"question": OBESITY, "state": "Ohoi"}),
+        400,
+        "unknown state",
+        "'Ohio'",
+    )
 
 
 async def test_unknown_route_and_wrong_method(api):
@@ -102,8 +118,9 @@ async def test_unknown_route_and_wrong_method(api):
     await _error(await api.get("/api/best5"), 405)
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "abc", "job_id_", "1.5", "99999999", "job_id_-3",
-                                  "1e3", "0x10", "%20%31"])
+@pytest.mark.parametrize(
+    "text", ["0", "-1", "abc", "job_id_", "1.5", "99999999", "job_id_-3", "1e3", "0x10", "%20%31"]
+)
 async def test_invalid_job_ids(api, text):
     await _error(await api.get(f"/api/get_results/{text}"), 404, "Invalid job_id")
 
@@ -129,6 +146,7 @@ async def test_queue_full_answers_503_with_retry_after(api):
 async def test_unexpected_failure_is_a_json_500(api, monkeypatch):
     def explode(*args):
         raise RuntimeError("boom")
+
     monkeypatch.setattr(api.running.service.status, "entries", explode)
     body = await _error(await api.get("/api/jobs"), 500)
     assert "boom" not in body["reason"] and "Traceback" not in body["reason"]
@@ -138,8 +156,9 @@ async def test_unexpected_failure_is_a_json_500(api, monkeypatch):
 async def test_graceful_shutdown_refuses_new_jobs(api):
     response = await api.get("/api/graceful_shutdown")
     assert (await response.json())["status"] in ("running", "done")
-    await _error(await api.post("/api/states_mean", json={"question": OBESITY}), 503,
-                 "shutting down")
+    await _error(
+        await api.post("/api/states_mean", json={"question": OBESITY}), 503, "shutting down"
+    )
     assert (await api.get("/readyz")).status == 503
     assert (await api.get("/api/num_jobs")).status == 200
 
@@ -148,10 +167,11 @@ async def test_admin_token_required_when_set(tmp_path, demo_csv, aiohttp_client)
     async with running_app(demo_csv, tmp_path / "s", admin_token="s3cret") as running:
         client = await aiohttp_client(running.app)
         await _error(await client.get("/api/graceful_shutdown"), 401, "Bearer")
-        await _error(await client.get("/api/graceful_shutdown",
-                                      headers={"Authorization": "Bearer wrong"}), 401)
-        ok = await client.get("/api/graceful_shutdown",
-                              headers={"Authorization": "Bearer s3cret"})
+        await _error(
+            await client.get("/api/graceful_shutdown", headers={"Authorization": "Bearer wrong"}),
+            401,
+        )
+        ok = await client.get("/api/graceful_shutdown", headers={"Authorization": "Bearer s3cret"})
         assert ok.status == 200
 
 

@@ -5,6 +5,7 @@ never a hang; every accepted job still finishes. The retention limit
 LESTATS_MAX_RESULTS evicts the oldest results: 410 JSON, file gone, also after a
 restart.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,7 @@ def test_flood_far_beyond_the_queue_bound(live_on, demo_csv):
     assert asyncio.run(drained(server.url)), "accepted jobs did not finish"
     accepted = paused.accepted + result.accepted
     assert len(set(accepted)) == len(accepted)
-    states = {k: v for entry in server.get("/api/jobs")[1]["data"]
-              for k, v in entry.items()}
+    states = {k: v for entry in server.get("/api/jobs")[1]["data"] for k, v in entry.items()}
     assert all(states[f"job_id_{i}"] == "done" for i in accepted)
     # A memory bound, not a timing: the queue bound keeps the parent small.
     assert result.peak_rss_kib - paused.peak_rss_before_kib < 256 * 1024

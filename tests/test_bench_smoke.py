@@ -4,6 +4,7 @@ A few hundred jobs against real server processes, with locust in a separate
 process. Only the shape of the results is checked — never a time or a rate: those
 are the benchmark's output (printed), not a pass/fail of the test suite.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,28 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = {"states_mean", "state_mean", "best5", "worst5", "global_mean",
-             "diff_from_mean", "state_diff_from_mean", "mean_by_category",
-             "state_mean_by_category"}
+ENDPOINTS = {
+    "states_mean",
+    "state_mean",
+    "best5",
+    "worst5",
+    "global_mean",
+    "diff_from_mean",
+    "state_diff_from_mean",
+    "mean_by_category",
+    "state_mean_by_category",
+}
 USER_CLASSES = {"ExistingClientUser", "LongPollUser", "MixedUser", "HeavyUser", "CeilingUser"}
 
 
 def test_locust_user_classes_are_selectable_by_name():
     listed = subprocess.run(
         [sys.executable, "-m", "locust", "-f", "tests/load/locustfile.py", "--list"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert USER_CLASSES <= set(listed.stdout.split())
 
@@ -30,15 +43,30 @@ def test_quick_benchmark_produces_every_number(tmp_path):
     out = tmp_path / "bench.json"
     # The timeout only keeps a hang from blocking the suite; it is not a measurement.
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.load.bench", "--quick", "--out", str(out),
-         "--cache-dir", str(tmp_path / "cache"), "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "tests.load.bench",
+            "--quick",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert "Targets" in completed.stdout
 
     results = json.loads(out.read_text())
-    assert {"meta", "datasets", "startup", "in_worker_us", "ceiling", "load",
-            "targets"} <= set(results)
+    assert {"meta", "datasets", "startup", "in_worker_us", "ceiling", "load", "targets"} <= set(
+        results
+    )
     assert results["meta"]["quick"] is True
     assert all(code == 0 for code in results["meta"]["server_exit_codes"])
 
@@ -47,8 +75,15 @@ def test_quick_benchmark_produces_every_number(tmp_path):
     for row in results["load"]:
         assert row["jobs"] > 0, row
         assert row["failures"] == 0, row["failure_reasons"]
-        for key in ("jobs_per_s", "p50_ms", "p99_ms", "max_ms", "ratio_to_ceiling",
-                    "cpu_percent", "users"):
+        for key in (
+            "jobs_per_s",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "ratio_to_ceiling",
+            "cpu_percent",
+            "users",
+        ):
             assert key in row
     assert sum(row["jobs"] for row in results["load"]) >= 100
 
@@ -67,8 +102,9 @@ def test_quick_benchmark_produces_every_number(tmp_path):
         # A job is at least two requests, so it cannot cost less than one: a value
         # at or above 1 means the numerator or the denominator is wrong.
         assert 0 < row["efficiency"] < 1, row
-        assert row["efficiency"] == round(ceiling["server_cpu_ms"]["total"]
-                                          / row["server_cpu_ms"]["total"], 3)
+        assert row["efficiency"] == round(
+            ceiling["server_cpu_ms"]["total"] / row["server_cpu_ms"]["total"], 3
+        )
     efficiency = [t for t in results["targets"] if "efficiency" in t["target"]]
     assert len(efficiency) == 2, results["targets"]
     assert "wrk" in results["ceiling"]

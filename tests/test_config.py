@@ -1,4 +1,5 @@
 """config.toml < environment < flags (docs/api.md, "Settings")."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,24 +15,30 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
 def test_later_sources_win(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('port = 6000\nhost = "0.0.0.0"\nworkers = 3\nshutdown_linger = 1\n')
-    settings = load_settings(str(config), {"port": 7000, "host": None},
-                             environ={"LESTATS_PORT": "6500", "TP_NUM_OF_THREADS": "4",
-                                      "LESTATS_FSYNC": "true"})
+    settings = load_settings(
+        str(config),
+        {"port": 7000, "host": None},
+        environ={"LESTATS_PORT": "6500", "TP_NUM_OF_THREADS": "4", "LESTATS_FSYNC": "true"},
+    )
     assert (settings.port, settings.host, settings.workers) == (7000, "0.0.0.0", 4)
     assert settings.shutdown_linger == 1.0 and settings.fsync is True
 
 
 def test_project_config_file_parses():
     from tests.support.live import ROOT
+
     assert load_settings(str(ROOT / "config.toml"), environ={}) == Settings()
 
 
-@pytest.mark.parametrize("environ, fragment", [
-    ({"LESTATS_PORT": "five"}, "port"),
-    ({"LESTATS_PORT": "70000"}, "out of range"),
-    ({"TP_NUM_OF_THREADS": "-1"}, "workers"),
-    ({"LESTATS_FSYNC": "maybe"}, "fsync"),
-])
+@pytest.mark.parametrize(
+    "environ, fragment",
+    [
+        ({"LESTATS_PORT": "five"}, "port"),
+        ({"LESTATS_PORT": "70000"}, "out of range"),
+        ({"TP_NUM_OF_THREADS": "-1"}, "workers"),
+        ({"LESTATS_FSYNC": "maybe"}, "fsync"),
+    ],
+)
 def test_bad_values_are_one_clear_sentence(tmp_path, monkeypatch, environ, fragment):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=fragment):

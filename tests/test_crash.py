@@ -6,6 +6,7 @@ the same port). Every job id a client was given must be known after the restart 
 end `done` with the reference answer; nothing on disk may be torn; no id may be handed
 out twice; the killed run's workers, manager and shared memory must not outlive it.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,13 @@ def test_kill_9_under_load_loses_nothing(tmp_path, demo_csv):
     print(f"\nseed {SEED}")
     for cycle in range(CYCLES + 1):
         fsync = cycle % 2 == 1  # the fsync mode in half of the runs
-        server = start_server(tmp_path, data=demo_csv, state_dir=state_dir, port=port,
-                              env={"LESTATS_FSYNC": "1" if fsync else "0"})
+        server = start_server(
+            tmp_path,
+            data=demo_csv,
+            state_dir=state_dir,
+            port=port,
+            env={"LESTATS_FSYNC": "1" if fsync else "0"},
+        )
         port = server.port
         try:
             # The start after a kill: nothing of the killed run remains.
@@ -67,21 +73,25 @@ def test_kill_9_under_load_loses_nothing(tmp_path, demo_csv):
             # Every id ever acknowledged is known and ends done with the right answer.
             lost = []
             for job_id, (endpoint, body) in acknowledged.items():
-                status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=20",
-                                         timeout=30)
+                status, result, _ = http(
+                    f"{server.url}/api/get_results/{job_id}?wait=20", timeout=30
+                )
                 if status != 200 or result["status"] != "done":
                     lost.append((job_id, status, result))
                     continue
                 mix.check(endpoint, body, result)
             if cycle:
-                print(f"run {cycle} (fsync {'on' if previous_fsync else 'off'}): "
-                      f"{previous_acknowledged} acknowledged, {unfinished} not finished "
-                      f"at the kill, {recovered} recovered by the restart, "
-                      f"{len(lost)} lost")
+                print(
+                    f"run {cycle} (fsync {'on' if previous_fsync else 'off'}): "
+                    f"{previous_acknowledged} acknowledged, {unfinished} not finished "
+                    f"at the kill, {recovered} recovered by the restart, "
+                    f"{len(lost)} lost"
+                )
             assert lost == []
             idle = f"{server.url}/api/num_jobs"
-            assert wait_until(lambda idle=idle: http(idle)[1]["num_jobs"] == 0,
-                              30), "recovered jobs do not finish"
+            assert wait_until(lambda idle=idle: http(idle)[1]["num_jobs"] == 0, 30), (
+                "recovered jobs do not finish"
+            )
             assert _files_are_whole(state_dir, temporaries=False) >= len(acknowledged)
             if cycle == CYCLES:
                 break
@@ -112,8 +122,9 @@ def test_kill_9_under_load_loses_nothing(tmp_path, demo_csv):
         # Workers and manager die with the parent (PR_SET_PDEATHSIG); the resource
         # tracker follows once they are gone.
         assert len(family) >= 3, family
-        assert wait_until(lambda family=family: not any(alive(p) for p in family), 15), \
-            [p for p in family if alive(p)]
+        assert wait_until(lambda family=family: not any(alive(p) for p in family), 15), [
+            p for p in family if alive(p)
+        ]
 
     assert_clean_stop(server)
     print(f"{len(acknowledged)} jobs acknowledged over {CYCLES} kills, all done")

@@ -9,6 +9,7 @@ not shut the server down; job POSTs need a JSON content type (415 otherwise); cl
 that are not browsers (no such headers) and the server's own page keep working.
 tests/browser/test_cross_site.py does the same with a real Chromium.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -51,11 +52,11 @@ CROSS_SITE = [
     {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"},
     {"Sec-Fetch-Site": "same-site", "Origin": f"http://127.0.0.1:{OTHER_PORT}"},
     {"Sec-Fetch-Site": "cross-site", "Origin": "http://attacker.example"},
-    {"Origin": f"http://127.0.0.1:{OTHER_PORT}"},   # a browser without Fetch Metadata
+    {"Origin": f"http://127.0.0.1:{OTHER_PORT}"},  # a browser without Fetch Metadata
     {"Origin": "http://localhost"},
-    {"Origin": "null"},                              # a sandboxed frame, a data: URL
+    {"Origin": "null"},  # a sandboxed frame, a data: URL
     {"Origin": "not a url at all"},
-    {"Sec-Fetch-Site": "something-new"},             # only known own-site values pass
+    {"Sec-Fetch-Site": "something-new"},  # only known own-site values pass
 ]
 
 
@@ -63,8 +64,9 @@ CROSS_SITE = [
 def test_cross_site_job_submission_is_refused(server, headers):
     before = _accepted(server)
     for content_type in ("text/plain", "application/json"):
-        status, answer = server.post("/api/best5", raw=BODY,
-                                     headers={**headers, "Content-Type": content_type})
+        status, answer = server.post(
+            "/api/best5", raw=BODY, headers={**headers, "Content-Type": content_type}
+        )
         assert status == 403, answer
         assert answer["status"] == "error" and "cross-site" in answer["reason"], answer
     assert _accepted(server) == before
@@ -81,22 +83,25 @@ def test_cross_site_shutdown_is_refused(server, headers):
 
 def test_the_refusal_is_logged_with_its_reason(server):
     server.get("/api/graceful_shutdown", headers={"Origin": "http://evil.example:81"})
-    line = ("refused cross-site GET /api/graceful_shutdown from 127.0.0.1 "
-            "('Origin: http://evil.example:81')")
-    assert wait_until(lambda: line in log_text(server.log_file), 10), \
-        log_text(server.log_file)[-2000:]
+    line = (
+        "refused cross-site GET /api/graceful_shutdown from 127.0.0.1 "
+        "('Origin: http://evil.example:81')"
+    )
+    assert wait_until(lambda: line in log_text(server.log_file), 10), log_text(server.log_file)[
+        -2000:
+    ]
 
 
 def test_head_never_shuts_down(server):
     for headers in ({}, {"Sec-Fetch-Site": "same-origin"}):
-        status, answer_headers, _ = _exactly(server, "HEAD", "/api/graceful_shutdown",
-                                             headers)
+        status, answer_headers, _ = _exactly(server, "HEAD", "/api/graceful_shutdown", headers)
         assert status == 405 and answer_headers["Allow"] == "GET", answer_headers
     _still_serving(server)
 
 
-def _exactly(server, method: str, path: str, headers: dict,
-             body: bytes | None = None) -> tuple[int, dict, bytes]:
+def _exactly(
+    server, method: str, path: str, headers: dict, body: bytes | None = None
+) -> tuple[int, dict, bytes]:
     """A request with exactly these headers (LiveServer.request adds a JSON type)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
@@ -107,10 +112,19 @@ def _exactly(server, method: str, path: str, headers: dict,
         connection.close()
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain; charset=utf-8",
-                                          "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "text/json",
-                                          "application/jsonp", "application/json-seq"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json",
+        "application/jsonp",
+        "application/json-seq",
+    ],
+)
 def test_job_posts_need_a_json_content_type(server, content_type):
     before = _accepted(server)
     headers = {"Content-Type": content_type} if content_type else {}
@@ -121,16 +135,19 @@ def test_job_posts_need_a_json_content_type(server, content_type):
     assert _accepted(server) == before
 
 
-@pytest.mark.parametrize("headers", [
-    {},                                                       # curl, scripts, locust
-    {"Content-Type": "application/json; charset=utf-8"},
-    {"Content-Type": "Application/JSON"},
-    {"Content-Type": "application/vnd.lestats+json"},         # RFC 6839 +json suffix
-    {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:{port}"},  # dashboard
-    {"Sec-Fetch-Site": "none"},                               # typed into the address bar
-    {"Origin": "http://127.0.0.1:{port}"},
-    {"Origin": "http://LOCALHOST:{port}", "Host": "localhost:{port}"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},  # curl, scripts, locust
+        {"Content-Type": "application/json; charset=utf-8"},
+        {"Content-Type": "Application/JSON"},
+        {"Content-Type": "application/vnd.lestats+json"},  # RFC 6839 +json suffix
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:{port}"},  # dashboard
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar
+        {"Origin": "http://127.0.0.1:{port}"},
+        {"Origin": "http://LOCALHOST:{port}", "Host": "localhost:{port}"},
+    ],
+)
 def test_own_origin_and_non_browser_clients_keep_working(server, headers):
     headers = {k: v.format(port=server.port) for k, v in headers.items()}
     before = _accepted(server)
@@ -143,7 +160,8 @@ def test_own_origin_and_non_browser_clients_keep_working(server, headers):
 def test_same_origin_shutdown_still_works(tmp_path, demo_csv):
     """Last, on its own server: the dashboard's origin may still stop the server."""
     live = start_server(tmp_path, data=demo_csv, workers=1)
-    status, answer = live.get("/api/graceful_shutdown", headers={
-        "Sec-Fetch-Site": "same-origin", "Origin": live.url})
+    status, answer = live.get(
+        "/api/graceful_shutdown", headers={"Sec-Fetch-Site": "same-origin", "Origin": live.url}
+    )
     assert (status, answer) == (200, {"status": "done"})
     assert live.process.wait(30) == 0

@@ -4,6 +4,7 @@ headers, and that nothing outside the allow-list is (docs/api.md, "Security").
 The chart library is replaced by a small stand-in file, so these tests need no npm;
 tests/browser/ exercises the real one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,6 +33,7 @@ def client(aiohttp_client, library):
         app = web.Application()
         dashboard.add_dashboard_routes(app)
         return await aiohttp_client(app)
+
     return make
 
 
@@ -59,12 +61,15 @@ async def test_index_is_the_page(client):
     assert "style=" not in page
 
 
-@pytest.mark.parametrize("name, content_type", [
-    ("dashboard.js", "text/javascript"),
-    ("dashboard.css", "text/css"),
-    ("index.html", "text/html"),
-    ("map.js", "text/javascript"),
-])
+@pytest.mark.parametrize(
+    "name, content_type",
+    [
+        ("dashboard.js", "text/javascript"),
+        ("dashboard.css", "text/css"),
+        ("index.html", "text/html"),
+        ("map.js", "text/javascript"),
+    ],
+)
 async def test_page_files(client, name, content_type):
     response = await (await client()).get(f"/static/{name}")
     assert response.status == 200
@@ -81,11 +86,13 @@ async def test_chart_library_comes_from_node_modules(client):
     assert await response.read() == FAKE_LIBRARY
 
 
-@pytest.mark.parametrize("name, content_type", [
-    ("topojson-client.min.js", "text/javascript"),
-    ("states-albers-10m.json", "application/json")])
+@pytest.mark.parametrize(
+    "name, content_type",
+    [("topojson-client.min.js", "text/javascript"), ("states-albers-10m.json", "application/json")],
+)
 async def test_map_libraries_come_from_node_modules_or_answer_503(
-        aiohttp_client, tmp_path, monkeypatch, name, content_type):
+    aiohttp_client, tmp_path, monkeypatch, name, content_type
+):
     """topojson-client and us-atlas's shapes, like the chart library: served from
     web/node_modules when installed, a JSON 503 naming `make web` when not."""
     assert name in paths.VENDORED
@@ -114,7 +121,8 @@ async def test_files_are_read_once_at_start(client, library):
 
 
 async def test_missing_chart_library_answers_503_and_warns(
-        aiohttp_client, tmp_path, monkeypatch, caplog):
+    aiohttp_client, tmp_path, monkeypatch, caplog
+):
     absent = tmp_path / "absent" / "chart.umd.min.js"
     monkeypatch.setattr(dashboard, "library_paths", lambda: {absent.name: absent})
     app = web.Application()
@@ -130,20 +138,23 @@ async def test_missing_chart_library_answers_503_and_warns(
     assert (await c.get("/")).status == 200  # the page itself is still served
 
 
-@pytest.mark.parametrize("path", [
-    "/static/app.py",
-    "/static/dashboard.py",
-    "/static/chart.js",
-    "/static/.env",
-    "/static/DASHBOARD.JS",
-    "/static/..%2Fserver%2Fapp.py",
-    "/static/..%2F..%2Fserver%2Fdashboard.py",
-    "/static/%2e%2e%2Fdashboard.py",
-    "/static/..%5Cdashboard.py",
-    "/static/%2Fetc%2Fpasswd",
-    "/static/dashboard.js%00.py",
-    "/static/..%252Fdashboard.py",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/app.py",
+        "/static/dashboard.py",
+        "/static/chart.js",
+        "/static/.env",
+        "/static/DASHBOARD.JS",
+        "/static/..%2Fserver%2Fapp.py",
+        "/static/..%2F..%2Fserver%2Fdashboard.py",
+        "/static/%2e%2e%2Fdashboard.py",
+        "/static/..%5Cdashboard.py",
+        "/static/%2Fetc%2Fpasswd",
+        "/static/dashboard.js%00.py",
+        "/static/..%252Fdashboard.py",
+    ],
+)
 async def test_anything_else_is_a_json_404(client, path):
     response = await (await client()).get(URL(path, encoded=True))
     assert response.status == 404

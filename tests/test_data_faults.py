@@ -5,6 +5,7 @@ Each bad input must stop start-up with exit code 2 and one line naming the file 
 the problem — no traceback, no server on part of the data (it never listened), and no
 shared memory left behind.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,12 +32,12 @@ def truncated(src, out):
 
 def cut_in_the_last_field(src, out):
     data = src.read_bytes()
-    out.write_bytes(data[:data.index(b"\n", len(data) // 2) - 2])  # the row's width is intact
+    out.write_bytes(data[: data.index(b"\n", len(data) // 2) - 2])  # the row's width is intact
 
 
 def cut_in_a_quote(src, out):
     data = src.read_bytes()
-    out.write_bytes(data[:data.index(b'"(', len(data) // 2) + 5])
+    out.write_bytes(data[: data.index(b'"(', len(data) // 2) + 5])
 
 
 def bad_row_in_the_middle(src, out):
@@ -79,20 +80,23 @@ def missing(src, out):
     pass
 
 
-@pytest.mark.parametrize("make, words", [
-    (truncated, "field(s), the header has"),
-    (cut_in_the_last_field, "may be cut short"),
-    (cut_in_a_quote, "field(s), the header has"),
-    (bad_row_in_the_middle, "has 3 field(s)"),
-    (nul_bytes_in_the_middle, "NUL byte"),
-    (not_csv, "not UTF-8"),
-    (text_not_csv, "missing column(s)"),
-    (header_only, "no data rows"),
-    (empty, "is empty"),
-    (a_directory, "is a directory"),
-    (a_fifo, "not a regular file"),
-    (missing, "no such file"),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (truncated, "field(s), the header has"),
+        (cut_in_the_last_field, "may be cut short"),
+        (cut_in_a_quote, "field(s), the header has"),
+        (bad_row_in_the_middle, "has 3 field(s)"),
+        (nul_bytes_in_the_middle, "NUL byte"),
+        (not_csv, "not UTF-8"),
+        (text_not_csv, "missing column(s)"),
+        (header_only, "no data rows"),
+        (empty, "is empty"),
+        (a_directory, "is a directory"),
+        (a_fifo, "not a regular file"),
+        (missing, "no such file"),
+    ],
+)
 def test_bad_data_stops_start_up_with_one_line(tmp_path, demo_csv, make, words):
     bad = tmp_path / "bad.csv"
     make(demo_csv, bad)
@@ -131,8 +135,12 @@ def test_unreadable_file_stops_start_up(tmp_path, demo_csv):
     bad.write_bytes(demo_csv.read_bytes())
     bad.chmod(0)
     preexec = _drop_file_override if os.geteuid() == 0 else None
-    probe = subprocess.run([sys.executable, "-c", f"open({str(bad)!r})"],
-                           preexec_fn=preexec, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"open({str(bad)!r})"],
+        preexec_fn=preexec,
+        capture_output=True,
+        text=True,
+    )
     if "PermissionError" not in probe.stderr:
         pytest.skip(f"cannot make a file unreadable here: {probe.stderr or 'readable'}")
     _refused(tmp_path, bad, "permission denied", preexec_fn=preexec)

@@ -1,4 +1,5 @@
 """Loading both real CSV variants, and refusing every broken file with one sentence."""
+
 from __future__ import annotations
 
 import builtins
@@ -13,11 +14,18 @@ OBESITY = "Percent of adults aged 18 years and older who have obesity"
 
 
 def _rows():
-    return [{"location": "Ohio", "question": OBESITY, "value": "30.5"},
-            {"location": "Ohio", "question": OBESITY, "value": ""},
-            {"location": "Iowa", "question": OBESITY, "value": "abc"},
-            {"location": "Iowa", "question": OBESITY, "value": "20",
-             "category": "Income", "stratification": "$15,000 - $24,999"}]
+    return [
+        {"location": "Ohio", "question": OBESITY, "value": "30.5"},
+        {"location": "Ohio", "question": OBESITY, "value": ""},
+        {"location": "Iowa", "question": OBESITY, "value": "abc"},
+        {
+            "location": "Iowa",
+            "question": OBESITY,
+            "value": "20",
+            "category": "Income",
+            "stratification": "$15,000 - $24,999",
+        },
+    ]
 
 
 def test_subset_variant_with_index_column_and_trailing_space(tmp_path):

@@ -1,4 +1,5 @@
 """The synthetic demo dataset has the real file's shape and coverage."""
+
 from __future__ import annotations
 
 from compute import demo
@@ -29,8 +30,7 @@ def test_same_seed_same_file(tmp_path):
     assert a == b and a != demo.write(tmp_path / "c.csv", 300, seed=6).read_bytes()
 
 
-def test_data_order_falls_back_to_generated_demo_under_the_working_directory(
-        tmp_path, monkeypatch):
+def test_data_order_falls_back_to_generated_demo_under_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     generated = tmp_path / "data" / "demo" / paths.DEMO_NAME
     assert datasource.resolve("") == generated

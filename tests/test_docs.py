@@ -15,6 +15,7 @@ its own file), the tables whose first header cell is:
   the code's text with its values filled in, so each error is matched by its longest
   literal piece.
 """
+
 from __future__ import annotations
 
 import ast
@@ -49,8 +50,10 @@ def tables(first_header: str) -> list[tuple[Path, list[str]]]:
             cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
             if header is None:
                 header = cells
-            elif not all(re.fullmatch(r":?-+:?", c) for c in cells) \
-                    and header[0].lower() == first_header:
+            elif (
+                not all(re.fullmatch(r":?-+:?", c) for c in cells)
+                and header[0].lower() == first_header
+            ):
                 found.append((path, cells))
     return found
 
@@ -63,6 +66,7 @@ def code_span(cell: str) -> str | None:
 
 # Routes
 
+
 @pytest.fixture(scope="module")
 def app_routes(tmp_path_factory) -> set[str]:
     from compute.dataset import load_csv
@@ -71,16 +75,20 @@ def app_routes(tmp_path_factory) -> set[str]:
     csv = write_rows(where / "tiny.csv", [{"question": "Q", "location": "Ohio", "value": 1}])
     service = JobService(where / "state", max_queue=1, retain=1)
     app = init_app(service, load_csv(csv), Settings())
-    return {f"{route.method} {route.resource.canonical}" for route in app.router.routes()
-            if route.method != "HEAD"}
+    return {
+        f"{route.method} {route.resource.canonical}"
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    }
 
 
 def documented_routes() -> dict[str, Path]:
     routes = {}
     for path, cells in tables("route"):
         route = code_span(cells[0])
-        assert route and re.fullmatch(r"[A-Z]+ /\S*", route), \
+        assert route and re.fullmatch(r"[A-Z]+ /\S*", route), (
             f"{path.name}: a route row starts with `METHOD /path`, not {cells[0]!r}"
+        )
         routes[route] = path
     return routes
 
@@ -90,12 +98,14 @@ def test_every_route_of_the_app_is_documented(app_routes):
 
 
 def test_every_documented_route_exists(app_routes):
-    extra = {route: path.name for route, path in documented_routes().items()
-             if route not in app_routes}
+    extra = {
+        route: path.name for route, path in documented_routes().items() if route not in app_routes
+    }
     assert extra == {}
 
 
 # Settings
+
 
 def documented_settings() -> dict[str, str]:
     settings = {}
@@ -114,10 +124,14 @@ def test_every_setting_is_documented_with_its_variable_and_nothing_else():
 def test_every_flag_of_lestats_serve_is_the_documented_one():
     """The `flag` column against `lestats serve`'s own options (--config is not a
     setting: it names the file the settings come from)."""
-    serve = next(action for action in parser()._subparsers._actions
-                 if action.dest == "command").choices["serve"]
-    flags = {action.dest: action.option_strings[0] for action in serve._actions
-             if action.option_strings and action.dest not in ("help", "config")}
+    serve = next(
+        action for action in parser()._subparsers._actions if action.dest == "command"
+    ).choices["serve"]
+    flags = {
+        action.dest: action.option_strings[0]
+        for action in serve._actions
+        if action.option_strings and action.dest not in ("help", "config")
+    }
     documented = {}
     for _, cells in tables("setting"):
         flag = code_span(cells[2]) if len(cells) > 2 else None
@@ -133,10 +147,11 @@ def test_config_toml_has_a_line_for_every_setting():
 
 # Errors
 
+
 @dataclass(frozen=True)
 class CodeError:
     status: int
-    text: str        # the longest literal piece of the reason
+    text: str  # the longest literal piece of the reason
     where: str
 
 
@@ -144,8 +159,11 @@ def _constants(tree: ast.Module) -> dict[str, str]:
     """Module-level NAME = "string" assignments."""
     found = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
-                and isinstance(node.value.value, str):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
             for target in node.targets:
                 if isinstance(target, ast.Name):
                     found[target.id] = node.value.value
@@ -159,8 +177,9 @@ def _literal(node: ast.expr, constants: dict[str, str]) -> str | None:
     if isinstance(node, ast.Name) and node.id in constants:
         return constants[node.id]
     if isinstance(node, ast.JoinedStr):
-        pieces = [v.value for v in node.values
-                  if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+        pieces = [
+            v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
+        ]
         return max(pieces, key=len) if pieces else None
     return None
 
@@ -178,8 +197,11 @@ def code_errors() -> list[CodeError]:
                     pairs.append((node.args[0], node.args[1]))
                 elif node.func.id == "BadRequest" and node.args:
                     pairs.append((ast.Constant(400), node.args[0]))
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict) and any(
-                    isinstance(t, ast.Name) and t.id.endswith("REASONS") for t in node.targets):
+            elif (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Dict)
+                and any(isinstance(t, ast.Name) and t.id.endswith("REASONS") for t in node.targets)
+            ):
                 pairs += [(k, v) for k, v in zip(node.value.keys, node.value.values) if k]
             for status, reason in pairs:
                 text = _literal(reason, constants)
@@ -191,8 +213,9 @@ def code_errors() -> list[CodeError]:
 def documented_errors() -> list[tuple[Path, int, str]]:
     rows = []
     for path, cells in tables("when"):
-        assert len(cells) >= 3 and re.fullmatch(r"\d{3}", cells[1]) and code_span(cells[2]), \
+        assert len(cells) >= 3 and re.fullmatch(r"\d{3}", cells[1]) and code_span(cells[2]), (
             f"{path.name}: an error row is `when | status | `reason``: {cells}"
+        )
         rows.append((path, int(cells[1]), code_span(cells[2]) or ""))
     return rows
 
@@ -200,19 +223,30 @@ def documented_errors() -> list[tuple[Path, int, str]]:
 def test_the_error_scan_finds_the_errors_it_should():
     """The scan itself can fail: it must see errors of each kind it looks for."""
     texts = {e.text for e in code_errors()}
-    assert {"Invalid job_id", "no such route", "the request body is not valid JSON",
-            "unknown state", "internal error; it has been logged"} <= texts
+    assert {
+        "Invalid job_id",
+        "no such route",
+        "the request body is not valid JSON",
+        "unknown state",
+        "internal error; it has been logged",
+    } <= texts
 
 
 def test_every_error_the_code_answers_is_documented():
     rows = documented_errors()
-    missing = [e for e in code_errors()
-               if not any(status == e.status and e.text in reason for _, status, reason in rows)]
+    missing = [
+        e
+        for e in code_errors()
+        if not any(status == e.status and e.text in reason for _, status, reason in rows)
+    ]
     assert missing == []
 
 
 def test_every_documented_error_exists_in_the_code():
     errors = code_errors()
-    extra = [(path.name, status, reason) for path, status, reason in documented_errors()
-             if not any(e.status == status and e.text in reason for e in errors)]
+    extra = [
+        (path.name, status, reason)
+        for path, status, reason in documented_errors()
+        if not any(e.status == status and e.text in reason for e in errors)
+    ]
     assert extra == []

@@ -1,4 +1,5 @@
 """The real server process, driven exactly as an existing client drives it."""
+
 from __future__ import annotations
 
 import json
@@ -21,29 +22,36 @@ def test_all_nine_endpoints_polling_every_200ms(live, demo_csv):
     reference = Reference(demo_csv)
     for endpoint, spec in ENDPOINTS.items():
         for question in QUESTIONS:
-            for state in (["Ohio", "National", "Virgin Islands"] if spec.needs_state
-                          else [None]):
+            for state in ["Ohio", "National", "Virgin Islands"] if spec.needs_state else [None]:
                 fields = {"question": question} | ({"state": state} if state else {})
                 result = live.ask(endpoint, **fields)
                 assert result["status"] == "done", result
-                assert_close(result["data"], reference.answer(endpoint, question, state),
-                             where=endpoint)
+                assert_close(
+                    result["data"], reference.answer(endpoint, question, state), where=endpoint
+                )
 
 
-@pytest.mark.parametrize("method, path, body, status", [
-    ("POST", "/api/best5", b"{", 400),
-    ("POST", "/api/best5", b'"text"', 400),
-    ("POST", "/api/best5", b"x" * 100_000, 413),
-    ("POST", "/api/state_mean", json.dumps({"question": QUESTIONS[0]}).encode(), 400),
-    ("POST", "/api/best5", b'{"question": 1}', 400),
-    ("POST", "/api/best5", b'{"question": "What?"}', 400),
-    ("POST", "/api/state_mean",
-     json.dumps({"question": QUESTIONS[0], "state": "Atlantis"}).encode(), 400),
-    ("GET", "/api/unknown", None, 404),
-    ("DELETE", "/api/jobs", None, 405),
-    ("GET", "/api/get_results/0", None, 404),
-    ("GET", "/api/get_results/job_id_12345", None, 404),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("POST", "/api/best5", b"{", 400),
+        ("POST", "/api/best5", b'"text"', 400),
+        ("POST", "/api/best5", b"x" * 100_000, 413),
+        ("POST", "/api/state_mean", json.dumps({"question": QUESTIONS[0]}).encode(), 400),
+        ("POST", "/api/best5", b'{"question": 1}', 400),
+        ("POST", "/api/best5", b'{"question": "What?"}', 400),
+        (
+            "POST",
+            "/api/state_mean",
+            json.dumps({"question": QUESTIONS[0], "state": "Atlantis"}).encode(),
+            400,
+        ),
+        ("GET", "/api/unknown", None, 404),
+        ("DELETE", "/api/jobs", None, 405),
+        ("GET", "/api/get_results/0", None, 404),
+        ("GET", "/api/get_results/job_id_12345", None, 404),
+    ],
+)
 def test_error_rows_are_json(live, method, path, body, status):
     code, answer = live.request(method, path, raw=body)
     assert code == status and answer["status"] == "error" and answer["reason"]
@@ -51,8 +59,9 @@ def test_error_rows_are_json(live, method, path, body, status):
 
 def test_graceful_shutdown_with_jobs_in_flight(tmp_path, demo_csv):
     server = start_server(tmp_path, data=demo_csv, env={"LESTATS_SHUTDOWN_LINGER": "3"})
-    ids = [server.post("/api/mean_by_category", {"question": q})[1]["job_id"]
-           for q in QUESTIONS * 40]
+    ids = [
+        server.post("/api/mean_by_category", {"question": q})[1]["job_id"] for q in QUESTIONS * 40
+    ]
     code, answer = server.get("/api/graceful_shutdown")
     assert code == 200 and answer["status"] in ("running", "done")
     code, answer = server.post("/api/best5", {"question": QUESTIONS[0]})
@@ -68,12 +77,12 @@ def test_graceful_shutdown_with_jobs_in_flight(tmp_path, demo_csv):
 
 # SIGHUP (a closed terminal or SSH session) and SIGQUIT (Ctrl-\) used to kill the
 # server outright, dropping the jobs in flight.
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP,
-                                 signal.SIGQUIT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT])
 def test_signal_drains_and_exits_zero(tmp_path, demo_csv, sig):
     server = start_server(tmp_path, data=demo_csv)
-    ids = [server.post("/api/states_mean", {"question": QUESTIONS[0]})[1]["job_id"]
-           for _ in range(30)]
+    ids = [
+        server.post("/api/states_mean", {"question": QUESTIONS[0]})[1]["job_id"] for _ in range(30)
+    ]
     assert server.stop(sig) == 0, server.text()
     assert f"received {sig.name}" in server.text()
     assert shm_segments(server.pid) == []
@@ -112,8 +121,13 @@ def test_failed_start_is_one_line_and_leaves_no_shared_memory(tmp_path):
 
 def test_port_in_use_releases_shared_memory(tmp_path, demo_csv, live):
     # its own state dir: on the same one the state-dir lock would refuse it first
-    server = start_server(tmp_path, data=demo_csv, port=live.port, wait_ready=False,
-                          state_dir=tmp_path / "other-state")
+    server = start_server(
+        tmp_path,
+        data=demo_csv,
+        port=live.port,
+        wait_ready=False,
+        state_dir=tmp_path / "other-state",
+    )
     assert server.process.wait(30) == 2
     assert "cannot listen" in server.text() and "Traceback" not in server.text()
     assert "make run PORT=N" in server.text()  # the hint for a newcomer
@@ -130,9 +144,13 @@ def test_idle_server_skips_the_linger(tmp_path, demo_csv):
 
 def test_cli_demo_generator(tmp_path):
     out = tmp_path / "d.csv"
-    done = subprocess.run([sys.executable, "-m", "server", "data", "demo", str(out),
-                           "--rows", "500", "--seed", "4"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "data", "demo", str(out), "--rows", "500", "--seed", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert len(out.read_text().splitlines()) == 501
 

@@ -1,5 +1,6 @@
 """`lestats data fetch` against loopback servers: a good file, a download cut
 half-way, HTML instead of CSV, and Ctrl-C. The target appears complete or not at all."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,19 +51,22 @@ async def serve(aiohttp_server, handler) -> str:
 
 def half_then(csv_bytes: bytes, after):
     """A handler that promises the whole file, sends half, then calls `after`."""
+
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/csv"})
         response.content_length = len(csv_bytes)
         await response.prepare(request)
-        await response.write(csv_bytes[:len(csv_bytes) // 2])
+        await response.write(csv_bytes[: len(csv_bytes) // 2])
         await after(request)
         return response
+
     return handler
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["content-length", "chunked-gzip"])
 async def test_a_good_file_is_saved_checked_and_summarised(
-        aiohttp_server, csv_bytes, target, compressed):
+    aiohttp_server, csv_bytes, target, compressed
+):
     async def handler(request: web.Request) -> web.StreamResponse:
         if not compressed:
             return web.Response(body=csv_bytes, content_type="text/csv")
@@ -70,7 +74,7 @@ async def test_a_good_file_is_saved_checked_and_summarised(
         response.enable_compression()
         await response.prepare(request)
         for start in range(0, len(csv_bytes), 10_000):
-            await response.write(csv_bytes[start:start + 10_000])
+            await response.write(csv_bytes[start : start + 10_000])
         return response
 
     url = await serve(aiohttp_server, handler)
@@ -89,7 +93,8 @@ async def test_a_good_file_is_saved_checked_and_summarised(
 
 
 async def test_a_download_cut_half_way_leaves_nothing_half_written(
-        aiohttp_server, csv_bytes, target):
+    aiohttp_server, csv_bytes, target
+):
     async def cut(request: web.Request) -> None:
         request.transport.close()
         raise ConnectionResetError("cut by the test")
@@ -103,8 +108,9 @@ async def test_a_download_cut_half_way_leaves_nothing_half_written(
 @pytest.mark.parametrize("content_type", ["text/html", "text/csv"])
 async def test_html_instead_of_csv_is_refused(aiohttp_server, target, content_type):
     async def login_wall(request: web.Request) -> web.Response:
-        return web.Response(text="\n<!DOCTYPE html><html><body>Sign in</body></html>",
-                            content_type=content_type)
+        return web.Response(
+            text="\n<!DOCTYPE html><html><body>Sign in</body></html>", content_type=content_type
+        )
 
     url = await serve(aiohttp_server, login_wall)
     with pytest.raises(FetchError, match="HTML.* not CSV"):
@@ -112,11 +118,14 @@ async def test_html_instead_of_csv_is_refused(aiohttp_server, target, content_ty
     assert only_the_old_file_is_left(target)
 
 
-@pytest.mark.parametrize("status, body, words", [
-    (404, b"", "answered HTTP 404 Not Found"),
-    (200, b"", "sent an empty file"),
-    (200, b"a,b\n1,2\n", "is not usable: missing column(s) Question, LocationDesc"),
-])
+@pytest.mark.parametrize(
+    "status, body, words",
+    [
+        (404, b"", "answered HTTP 404 Not Found"),
+        (200, b"", "sent an empty file"),
+        (200, b"a,b\n1,2\n", "is not usable: missing column(s) Question, LocationDesc"),
+    ],
+)
 async def test_other_unusable_answers_are_refused(aiohttp_server, target, status, body, words):
     async def handler(request: web.Request) -> web.Response:
         return web.Response(status=status, body=body, content_type="text/csv")
@@ -139,9 +148,9 @@ async def test_an_unwritable_target_is_a_clear_error(aiohttp_server, csv_bytes, 
     assert os.listdir(tmp_path) == ["a-file"]
 
 
-async def test_cancelling_mid_download_removes_the_partial_file(
-        aiohttp_server, csv_bytes, target):
+async def test_cancelling_mid_download_removes_the_partial_file(aiohttp_server, csv_bytes, target):
     """Ctrl-C under asyncio.run is a cancellation of the running task."""
+
     async def stall(request: web.Request) -> None:
         await asyncio.Event().wait()
 
@@ -154,18 +163,24 @@ async def test_cancelling_mid_download_removes_the_partial_file(
     assert only_the_old_file_is_left(target)
 
 
-async def test_ctrl_c_in_the_command_exits_130_and_saves_nothing(
-        aiohttp_server, csv_bytes, target):
+async def test_ctrl_c_in_the_command_exits_130_and_saves_nothing(aiohttp_server, csv_bytes, target):
     async def stall(request: web.Request) -> None:
         await asyncio.Event().wait()
 
     url = await serve(aiohttp_server, half_then(csv_bytes, stall))
-    code = ("import argparse, sys\nfrom server import cli\n"
-            f"args = argparse.Namespace(url={url!r}, out={str(target)!r})\n"
-            "sys.exit(cli.run_fetch(args))")
+    code = (
+        "import argparse, sys\nfrom server import cli\n"
+        f"args = argparse.Namespace(url={url!r}, out={str(target)!r})\n"
+        "sys.exit(cli.run_fetch(args))"
+    )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        code,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         await until(lambda: partial_size(target) > 0)
         process.send_signal(signal.SIGINT)
@@ -204,14 +219,14 @@ async def test_the_command_reports_a_failure_and_exits_1(aiohttp_server, target,
         return web.Response(status=503, text="busy")
 
     url = await serve(aiohttp_server, handler)
-    assert await asyncio.to_thread(run_cli, "data", "fetch", "--url", url,
-                                   "--out", str(target)) == 1
+    assert (
+        await asyncio.to_thread(run_cli, "data", "fetch", "--url", url, "--out", str(target)) == 1
+    )
     assert capsys.readouterr().err == f"lestats: {url} answered HTTP 503 Service Unavailable\n"
     assert only_the_old_file_is_left(target)
 
 
-def test_the_default_cache_is_under_the_working_directory_and_gitignored(
-        tmp_path, monkeypatch):
+def test_the_default_cache_is_under_the_working_directory_and_gitignored(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert fetch.default_cache_path().parent == tmp_path / "data" / "cache"
     assert "/data/cache/" in (ROOT / ".gitignore").read_text().splitlines()

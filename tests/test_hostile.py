@@ -8,6 +8,7 @@ a file path; the server must keep serving. Then raw malformed HTTP over a socket
 (answered by aiohttp's parser before any handler: JSON too), and schemathesis against
 the server's own /openapi.json.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -32,15 +33,15 @@ from tests.support.live import http as call
 from tests.support.load import QUESTIONS, log_text
 
 STATES = ("Ohio", "Alabama", "National", "Guam", "Virgin Islands")
-BOUNDED = settings(max_examples=120, deadline=None, database=None,
-                   suppress_health_check=[HealthCheck.too_slow])
+BOUNDED = settings(
+    max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_csv):
     root = tmp_path_factory.mktemp("hostile")
-    live = start_server(root, data=demo_csv, workers=1,
-                        env={"LESTATS_CLIENT_TIMEOUT": "2"})
+    live = start_server(root, data=demo_csv, workers=1, env={"LESTATS_CLIENT_TIMEOUT": "2"})
     try:
         yield live
         # Nothing a request said became a file: the state dir holds the journal and
@@ -55,8 +56,9 @@ def server(tmp_path_factory, demo_csv):
         assert_clean_stop(live)
 
 
-def send(server, method: str, path: str, body: bytes | None = None,
-         headers: dict | None = None) -> tuple[int, dict, bytes]:
+def send(
+    server, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     """One request exactly as given (http.client does not normalise the path)."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
@@ -99,27 +101,49 @@ def _expect_answer(endpoint: str, body, status, headers, raw):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=12)
-odd_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=60) \
-    | st.sampled_from(["", " ", "\x00", "\n", "Ohio\x00", "Ohio\n", "\u202eoihO", "ＯＨＩＯ",
-                       "../../etc/passwd", "%2e%2e%2f", "<script>", "' OR 1=1 --",
-                       "Oh\u0301io"])
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+odd_text = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=60
+) | st.sampled_from(
+    [
+        "",
+        " ",
+        "\x00",
+        "\n",
+        "Ohio\x00",
+        "Ohio\n",
+        "\u202eoihO",
+        "ＯＨＩＯ",
+        "../../etc/passwd",
+        "%2e%2e%2f",
+        "<script>",
+        "' OR 1=1 --",
+        "Oh\u0301io",
+    ]
+)
 field = st.sampled_from(QUESTIONS) | st.sampled_from(STATES) | odd_text | json_values
 endpoints = st.sampled_from(sorted(ENDPOINTS))
 
 
 @BOUNDED
-@given(endpoint=endpoints, body=json_values
-       | st.fixed_dictionaries({}, optional={"question": field, "state": field,
-                                             "extra": json_values}))
+@given(
+    endpoint=endpoints,
+    body=json_values
+    | st.fixed_dictionaries({}, optional={"question": field, "state": field, "extra": json_values}),
+)
 def test_any_json_body(server, endpoint, body):
-    status, headers, raw = send(server, "POST", f"/api/{endpoint}",
-                                json.dumps(body).encode(),
-                                {"Content-Type": "application/json"})
+    status, headers, raw = send(
+        server,
+        "POST",
+        f"/api/{endpoint}",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
     _expect_answer(endpoint, body, status, headers, raw)
 
 
@@ -130,13 +154,25 @@ def _says_json(content_type: str | None) -> bool:
 
 
 @BOUNDED
-@given(endpoint=endpoints, raw_body=st.binary(max_size=300),
-       content_type=st.sampled_from([None, "application/json", "text/plain",
-                                     "application/problem+json", "APPLICATION/JSON",
-                                     "application/x-www-form-urlencoded",
-                                     "multipart/form-data; boundary=x", "image/png",
-                                     "application/json; charset=latin-1", "\x7f/\x7f"])
-       | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40))
+@given(
+    endpoint=endpoints,
+    raw_body=st.binary(max_size=300),
+    content_type=st.sampled_from(
+        [
+            None,
+            "application/json",
+            "text/plain",
+            "application/problem+json",
+            "APPLICATION/JSON",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "image/png",
+            "application/json; charset=latin-1",
+            "\x7f/\x7f",
+        ]
+    )
+    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+)
 def test_any_bytes_any_content_type(server, endpoint, raw_body, content_type):
     headers = {} if content_type is None else {"Content-Type": content_type}
     status, answer_headers, raw = send(server, "POST", f"/api/{endpoint}", raw_body, headers)
@@ -157,35 +193,50 @@ def test_any_bytes_any_content_type(server, endpoint, raw_body, content_type):
 @given(endpoint=endpoints, question=odd_text, state=odd_text)
 def test_control_and_unicode_characters_in_fields(server, endpoint, question, state):
     body = {"question": question, "state": state}
-    status, headers, raw = send(server, "POST", f"/api/{endpoint}",
-                                json.dumps(body, ensure_ascii=False).encode(),
-                                {"Content-Type": "application/json; charset=utf-8"})
+    status, headers, raw = send(
+        server,
+        "POST",
+        f"/api/{endpoint}",
+        json.dumps(body, ensure_ascii=False).encode(),
+        {"Content-Type": "application/json; charset=utf-8"},
+    )
     _expect_answer(endpoint, body, status, headers, raw)
 
 
 def test_lone_surrogates_and_escapes(server):
-    for raw_body in (b'{"question": "\\ud800"}', b'{"question": "\\u0000"}',
-                     b'{"question": "\\udfff\\ud800", "state": "\\ud83d"}',
-                     b'{"question": "caf\xc3\xa9 \xff"}', b"\xef\xbb\xbf{}", b"NaN",
-                     b'{"question": Infinity}', b'{"question": 1e999}'):
-        status, headers, raw = send(server, "POST", "/api/state_mean", raw_body,
-                                    {"Content-Type": "application/json"})
+    for raw_body in (
+        b'{"question": "\\ud800"}',
+        b'{"question": "\\u0000"}',
+        b'{"question": "\\udfff\\ud800", "state": "\\ud83d"}',
+        b'{"question": "caf\xc3\xa9 \xff"}',
+        b"\xef\xbb\xbf{}",
+        b"NaN",
+        b'{"question": Infinity}',
+        b'{"question": 1e999}',
+    ):
+        status, headers, raw = send(
+            server, "POST", "/api/state_mean", raw_body, {"Content-Type": "application/json"}
+        )
         assert_json_error(status, headers, raw, 400)
 
 
-@pytest.mark.parametrize("body, headers, code", [
-    (b"x" * (64 * 1024 + 1), {}, 413),
-    (b'{"question": "' + b"a" * 200_000 + b'"}', {}, 413),
-    (b"[" * 60_000 + b"]" * 60_000, {}, 413),
-    (b"[" * 30_000 + b"]" * 30_000, {}, 400),  # deep nesting under the size limit
-    (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, {}, 400),
-    (gzip.compress(b" " * 20_000_000), {"Content-Encoding": "gzip"}, 413),  # a bomb
-    (b"not gzip at all", {"Content-Encoding": "gzip"}, 400),
-    (b"", {}, 400),
-])
+@pytest.mark.parametrize(
+    "body, headers, code",
+    [
+        (b"x" * (64 * 1024 + 1), {}, 413),
+        (b'{"question": "' + b"a" * 200_000 + b'"}', {}, 413),
+        (b"[" * 60_000 + b"]" * 60_000, {}, 413),
+        (b"[" * 30_000 + b"]" * 30_000, {}, 400),  # deep nesting under the size limit
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, {}, 400),
+        (gzip.compress(b" " * 20_000_000), {"Content-Encoding": "gzip"}, 413),  # a bomb
+        (b"not gzip at all", {"Content-Encoding": "gzip"}, 400),
+        (b"", {}, 400),
+    ],
+)
 def test_huge_deep_and_encoded_bodies(server, body, headers, code):
-    status, answer_headers, raw = send(server, "POST", "/api/best5", body,
-                                       {"Content-Type": "application/json", **headers})
+    status, answer_headers, raw = send(
+        server, "POST", "/api/best5", body, {"Content-Type": "application/json", **headers}
+    )
     assert_json_error(status, answer_headers, raw, code)
 
 
@@ -193,9 +244,13 @@ def test_huge_chunked_body_is_cut_off(server):
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
     try:
         chunks = (b"x" * 16384 for _ in range(1000))  # 16 MB, no Content-Length
-        connection.request("POST", "/api/best5", body=chunks,
-                           headers={"Content-Type": "application/json"},
-                           encode_chunked=True)
+        connection.request(
+            "POST",
+            "/api/best5",
+            body=chunks,
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
         response = connection.getresponse()
         assert_json_error(response.status, dict(response.getheaders()), response.read(), 413)
     except (BrokenPipeError, ConnectionResetError):
@@ -211,15 +266,37 @@ def _id_form(text: str) -> int | None:
 
 
 @BOUNDED
-@given(job_id=st.integers(-10**30, 10**30).map(str)
-       | st.integers(-10**30, 10**30).map("job_id_{}".format)
-       | st.text(max_size=40)
-       | st.sampled_from(["../journal.jsonl", "..%2Fjournal.jsonl", "1/../2", "%00", "1\n",
-                          "job_id_", "job_id_job_id_1", "0x1", "1e3", " 1", "+1", "01",
-                          "١٢", "1.0", "jobs/1.json", "job_id_-1", "job_id_0", "0"]))
+@given(
+    job_id=st.integers(-(10**30), 10**30).map(str)
+    | st.integers(-(10**30), 10**30).map("job_id_{}".format)
+    | st.text(max_size=40)
+    | st.sampled_from(
+        [
+            "../journal.jsonl",
+            "..%2Fjournal.jsonl",
+            "1/../2",
+            "%00",
+            "1\n",
+            "job_id_",
+            "job_id_job_id_1",
+            "0x1",
+            "1e3",
+            " 1",
+            "+1",
+            "01",
+            "١٢",
+            "1.0",
+            "jobs/1.json",
+            "job_id_-1",
+            "job_id_0",
+            "0",
+        ]
+    )
+)
 def test_odd_job_ids(server, job_id):
-    status, headers, raw = send(server, "GET",
-                                "/api/get_results/" + urllib.parse.quote(job_id, safe=""))
+    status, headers, raw = send(
+        server, "GET", "/api/get_results/" + urllib.parse.quote(job_id, safe="")
+    )
     number = _id_form(job_id)
     known = call(f"{server.url}/api/jobs")[1]["data"]
     if number is not None and {f"job_id_{number}": "done"} in known:
@@ -229,19 +306,22 @@ def test_odd_job_ids(server, job_id):
         assert body["reason"] in ("Invalid job_id", "no such route")
 
 
-@pytest.mark.parametrize("path, code", [
-    ("/api/get_results/../../journal.jsonl", 404),
-    ("/api/get_results/%2e%2e/%2e%2e/journal.jsonl", 404),
-    ("/api/get_results/..%2f..%2fjournal.jsonl", 404),
-    ("//state/journal.jsonl", 404),
-    ("/state/jobs/1.json", 404),
-    ("/api/get_results/1?wait=nan", 400),
-    ("/api/get_results/1?wait=-1", 400),
-    ("/api/get_results/1?wait=1e999", 400),
-    ("/api/get_results/1?wait=31", 400),
-    ("/api/get_results/1?wait=%00", 400),
-    ("/api/../api/jobs/../../etc/passwd", 404),
-])
+@pytest.mark.parametrize(
+    "path, code",
+    [
+        ("/api/get_results/../../journal.jsonl", 404),
+        ("/api/get_results/%2e%2e/%2e%2e/journal.jsonl", 404),
+        ("/api/get_results/..%2f..%2fjournal.jsonl", 404),
+        ("//state/journal.jsonl", 404),
+        ("/state/jobs/1.json", 404),
+        ("/api/get_results/1?wait=nan", 400),
+        ("/api/get_results/1?wait=-1", 400),
+        ("/api/get_results/1?wait=1e999", 400),
+        ("/api/get_results/1?wait=31", 400),
+        ("/api/get_results/1?wait=%00", 400),
+        ("/api/../api/jobs/../../etc/passwd", 404),
+    ],
+)
 def test_paths_never_reach_files(server, path, code):
     status, headers, raw = send(server, "GET", path)
     assert b"next_id" not in raw and b"root:" not in raw
@@ -312,9 +392,11 @@ def test_malformed_http_is_answered_in_json(server, data):
 def test_chunked_body_broken_after_the_headers(server):
     """The C parser drops a payload it cannot parse once the headers are through, so
     the handler would wait for ever: the body deadline (client_timeout) answers."""
-    answer = _exchange(server.port, b"POST /api/best5 HTTP/1.1\r\nHost: x\r\n"
-                       b"Transfer-Encoding: chunked\r\n\r\n",
-                       b"5\r\n{\"que\r\nZZZ\r\nabc\r\n0\r\n\r\n")
+    answer = _exchange(
+        server.port,
+        b"POST /api/best5 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b'5\r\n{"que\r\nZZZ\r\nabc\r\n0\r\n\r\n',
+    )
     status = _check_raw_answer(answer)
     assert status in (400, 408)
 
@@ -325,7 +407,7 @@ def _check_raw_answer(answer: bytes) -> int:
     status = int(head.split(b" ")[1])
     assert 400 <= status < 500, answer[:300]
     assert re.search(rb"(?i)content-type: application/json", head), head
-    parsed = json.loads(body[:int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))])
+    parsed = json.loads(body[: int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))])
     assert parsed["status"] == "error" and parsed["reason"], parsed
     return status
 
@@ -334,8 +416,7 @@ def test_keeps_serving(server):
     assert call(f"{server.url}/healthz")[0] == 200
     code, answer, _ = call(f"{server.url}/api/best5", "POST", {"question": QUESTIONS[1]})
     assert code == 200
-    assert call(f"{server.url}/api/get_results/{answer['job_id']}?wait=10")[1]["status"] \
-        == "done"
+    assert call(f"{server.url}/api/get_results/{answer['job_id']}?wait=10")[1]["status"] == "done"
 
 
 SCHEMATHESIS = shutil.which("schemathesis", path=os.path.dirname(sys.executable))
@@ -346,15 +427,33 @@ def test_schemathesis_against_openapi(tmp_path, demo_csv):
     """Every check schemathesis has, against the document the server serves. With an
     admin token set, so the fuzzer's GET /api/graceful_shutdown is refused (401, as
     documented) instead of stopping the server mid-run."""
-    live = start_server(tmp_path, data=demo_csv, workers=1,
-                        env={"LESTATS_ADMIN_TOKEN": "not-for-the-fuzzer",
-                             "LESTATS_CLIENT_TIMEOUT": "2"})
+    live = start_server(
+        tmp_path,
+        data=demo_csv,
+        workers=1,
+        env={"LESTATS_ADMIN_TOKEN": "not-for-the-fuzzer", "LESTATS_CLIENT_TIMEOUT": "2"},
+    )
     try:
         run = subprocess.run(
-            [SCHEMATHESIS, "run", f"{live.url}/openapi.json", "--checks", "all",
-             "--max-examples", "25", "--seed", "1", "--request-timeout", "10",
-             "--no-color"],
-            capture_output=True, text=True, timeout=240, cwd=tmp_path)
+            [
+                SCHEMATHESIS,
+                "run",
+                f"{live.url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "25",
+                "--seed",
+                "1",
+                "--request-timeout",
+                "10",
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=tmp_path,
+        )
         print(run.stdout[-1500:])
         assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
         assert call(f"{live.url}/healthz")[0] == 200

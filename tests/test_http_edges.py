@@ -1,6 +1,7 @@
 """HTTP edge cases against the real server process: a non-UTF-8 Authorization header,
 `Expect: 100-continue` with a body we would refuse, and `--host ::` dual-stack.
 (SIGHUP/SIGQUIT draining is in tests/test_e2e.py with SIGTERM and SIGINT.)"""
+
 from __future__ import annotations
 
 import http.client
@@ -19,8 +20,12 @@ BODY = json.dumps({"question": QUESTIONS[0]}).encode()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_csv):
-    live = start_server(tmp_path_factory.mktemp("edges"), data=demo_csv, workers=1,
-                        env={"LESTATS_ADMIN_TOKEN": TOKEN})
+    live = start_server(
+        tmp_path_factory.mktemp("edges"),
+        data=demo_csv,
+        workers=1,
+        env={"LESTATS_ADMIN_TOKEN": TOKEN},
+    )
     try:
         yield live
     finally:
@@ -30,8 +35,16 @@ def server(tmp_path_factory, demo_csv):
     assert "Traceback" not in live.text() + log_text(live.log_file)
 
 
-@pytest.mark.parametrize("value", ["Bearer \xff\xfe", "Bearer s3cret-tokén", "\xe9",
-                                   "Bearer " + TOKEN + "\xa0", "Bearer \x80" + TOKEN])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer \xff\xfe",
+        "Bearer s3cret-tokén",
+        "\xe9",
+        "Bearer " + TOKEN + "\xa0",
+        "Bearer \x80" + TOKEN,
+    ],
+)
 def test_non_ascii_authorization_is_a_401(server, value):
     # http.client sends str header values as Latin-1: \xff is the raw byte 0xFF,
     # which is not UTF-8 (aiohttp keeps it as a surrogate escape).
@@ -53,8 +66,10 @@ def _expect(port: int, headers: str, body: bytes | None = None) -> bytes:
     final answer. (The server does not close at once: like any unread body, aiohttp
     gives the client a few seconds to stop sending.)"""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"POST /api/best5 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                     f"Expect: 100-continue\r\n{headers}\r\n".encode())
+        sock.sendall(
+            f"POST /api/best5 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Expect: 100-continue\r\n{headers}\r\n".encode()
+        )
         answer = b""
         while _final(answer) is None:
             chunk = sock.recv(65536)
@@ -76,13 +91,19 @@ def _final(answer: bytes) -> tuple[int, dict] | None:
     return int(head.split(b" ")[1]), json.loads(body)
 
 
-@pytest.mark.parametrize("headers, status", [
-    ("Content-Type: application/json\r\nContent-Length: 10000000000\r\n", 413),
-    ("Content-Type: application/json\r\nContent-Length: 65537\r\n", 413),
-    ("Content-Type: text/plain\r\nContent-Length: 100\r\n", 415),
-    ("Content-Type: application/json\r\nContent-Length: 100\r\n"
-     "Sec-Fetch-Site: cross-site\r\n", 403),
-])
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ("Content-Type: application/json\r\nContent-Length: 10000000000\r\n", 413),
+        ("Content-Type: application/json\r\nContent-Length: 65537\r\n", 413),
+        ("Content-Type: text/plain\r\nContent-Length: 100\r\n", 415),
+        (
+            "Content-Type: application/json\r\nContent-Length: 100\r\n"
+            "Sec-Fetch-Site: cross-site\r\n",
+            403,
+        ),
+    ],
+)
 def test_expect_continue_refused_without_100(server, headers, status):
     answer = _expect(server.port, headers)
     assert not answer.startswith(b"HTTP/1.1 100"), answer[:200]
@@ -91,8 +112,9 @@ def test_expect_continue_refused_without_100(server, headers, status):
 
 
 def test_expect_continue_accepted_body_is_a_job(server):
-    answer = _expect(server.port, "Content-Type: application/json\r\n"
-                                  f"Content-Length: {len(BODY)}\r\n", BODY)
+    answer = _expect(
+        server.port, f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n", BODY
+    )
     assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), answer[:200]
     code, body = _final(answer)
     assert code == 200 and body["job_id"] >= 1, answer[:300]
@@ -100,8 +122,10 @@ def test_expect_continue_accepted_body_is_a_job(server):
 
 def test_unknown_expectation_is_417(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /api/best5 HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        sock.sendall(
+            b"POST /api/best5 HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
         answer = b""
         while _final(answer) is None:
             chunk = sock.recv(65536)
@@ -130,8 +154,9 @@ def test_host_ipv6_any_is_dual_stack(tmp_path, demo_csv):
         for address in ("127.0.0.1", "::1"):
             connection = http.client.HTTPConnection(address, live.port, timeout=10)
             try:
-                connection.request("POST", "/api/best5", body=BODY,
-                                   headers={"Content-Type": "application/json"})
+                connection.request(
+                    "POST", "/api/best5", body=BODY, headers={"Content-Type": "application/json"}
+                )
                 response = connection.getresponse()
                 assert response.status == 200, response.read()
                 assert json.loads(response.read())["job_id"] >= 1

@@ -1,6 +1,7 @@
 """The pool's rules (server/pool/ledger.py, docs/pool.md), one test each, with no
 process, thread or clock: the tests drive the ledger as LocalPool does and pass the
 time themselves."""
+
 from __future__ import annotations
 
 from compute.messages import Job, Outcome
@@ -38,7 +39,7 @@ def test_jobs_spread_over_the_workers_and_at_most_two_batches_per_worker_wait():
     book = ledger(2)
     book.submit(jobs(1, 10))
     assert ids(book.next_batches(1.0)) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
-    book.submit(jobs(11, 300))          # the workers are busy: bigger batches
+    book.submit(jobs(11, 300))  # the workers are busy: bigger batches
     assert [len(b) for b in book.next_batches(1.0)] == [MAX_BATCH, MAX_BATCH]
     assert book.next_batches(1.0) == []  # no credit: four batches wait
     book.taken(0, [1, 2, 3, 4, 5], 1.1)
@@ -130,10 +131,10 @@ def test_a_batch_that_vanished_before_a_later_one_was_taken_runs_again_after_two
     the queue but nobody reported it."""
     book = ledger(2)
     book.submit(jobs(1, 2))
-    book.next_batches(0.0)             # batches [1] and [2]
+    book.next_batches(0.0)  # batches [1] and [2]
     book.taken(1, [2], 0.1)
     assert book.sweep(0.6) == [] and book.suspects == {1}  # only suspected
-    assert [job.id for job in book.sweep(1.1)] == [1]      # still unreported: lost
+    assert [job.id for job in book.sweep(1.1)] == [1]  # still unreported: lost
     book.retry([book.inflight[1]])
     assert ids(book.next_batches(1.2)) == [[1]]
 
@@ -144,7 +145,7 @@ def test_a_suspect_that_is_reported_in_time_is_not_run_again():
     book.next_batches(0.0)
     book.taken(1, [2], 0.1)
     book.sweep(0.6)
-    book.taken(0, [1], 0.7)            # a slow report
+    book.taken(0, [1], 0.7)  # a slow report
     assert book.sweep(1.1) == [] and book.suspects == set()
 
 
@@ -168,7 +169,7 @@ def test_an_empty_queue_proves_every_earlier_batch_gone():
 def test_an_empty_count_says_nothing_of_batches_handed_after_it_was_asked():
     book = ledger(2)
     book.submit(jobs(1, 1))
-    upto = book.handed                 # the count is asked before the batch is handed
+    upto = book.handed  # the count is asked before the batch is handed
     book.next_batches(0.0)
     book.counted(0, upto, 0.3)
     assert book.sweep(0.6) == [] and book.sweep(1.1) == []
@@ -202,7 +203,7 @@ def test_a_worker_holding_a_batch_past_job_timeout_is_overdue():
     book.taken(0, [1], 1.0)
     assert book.overdue(1.0 + TIMEOUT, manager_answers=False) == []
     assert book.overdue(1.1 + TIMEOUT, manager_answers=False) == [0]
-    lost = book.died(0)                # killed: the usual rules
+    lost = book.died(0)  # killed: the usual rules
     assert book.retry(lost) == [] and book.attempts == {1: 1}
 
 
@@ -212,24 +213,24 @@ def test_a_silent_idle_worker_is_overdue_only_while_the_manager_answers():
     assert book.overdue(late - 0.2, manager_answers=True) == []  # starting up
     assert book.overdue(late, manager_answers=False) == []  # all wait for the manager
     assert book.overdue(late, manager_answers=True) == [0]
-    book.heard(0, late)                # it said Waiting
+    book.heard(0, late)  # it said Waiting
     assert book.overdue(late + 1, manager_answers=True) == []
 
 
 def test_a_dead_manager_sends_every_unfinished_job_again_without_counting():
     book = ledger(2)
     book.submit(jobs(1, 6))
-    book.next_batches(0.0)             # [1, 2, 3] and [4, 5, 6]
+    book.next_batches(0.0)  # [1, 2, 3] and [4, 5, 6]
     book.taken(0, [1, 2, 3], 0.1)
     book.done(0, ok(1), 0.2)
-    book.submit(jobs(7, 1))            # still pending
+    book.submit(jobs(7, 1))  # still pending
     book.manager_lost()
     assert book.workers == {} and book.waiting_batches == 0 and book.queued == {}
     assert book.attempts == {} and book.reruns == 0
-    for worker in (5, 6):              # the new manager's workers
+    for worker in (5, 6):  # the new manager's workers
         book.started(worker, 1.0)
     assert ids(book.next_batches(1.0)) == [[2, 3, 4], [5, 6, 7]]
-    assert book.died(0) == []          # an old worker's death loses nothing more
+    assert book.died(0) == []  # an old worker's death loses nothing more
     assert book.sweep(2.0) == [] and book.sweep(3.0) == []  # old batch numbers: gone
 
 
@@ -241,8 +242,8 @@ def test_an_old_workers_outcome_after_a_manager_death_still_counts_once():
     book.manager_lost()
     book.started(1, 0.2)
     book.submit(jobs(2, 1))
-    book.next_batches(0.2)             # jobs 1 and 2 in the new queue
-    book.taken(0, [1], 0.25)           # an old worker's last word: not this queue's
+    book.next_batches(0.2)  # jobs 1 and 2 in the new queue
+    book.taken(0, [1], 0.25)  # an old worker's last word: not this queue's
     assert book.waiting_batches == 1 and 1 in book.queued
     assert [job.id for job, _ in book.done(0, ok(1), 0.3)] == [1]
     assert book.next_batches(0.4) == []  # finished: not sent again

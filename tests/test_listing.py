@@ -6,6 +6,7 @@ changes (jobs finish, are evicted, are recovered out of order); the HTTP answers
 against the real server process with 20,000 jobs, where several full listings are
 requested at once and /healthz must be answered while they are being built.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,7 @@ LISTINGS = 16
 
 def _reference(table: StatusTable, after: int = 0) -> list[tuple[int, str]]:
     """What the listing was before it was built incrementally: every id, sorted."""
-    ids = sorted(i for i in range(1, table.next_id)
-                 if table.state(i) in (RUNNING, DONE, ERROR))
+    ids = sorted(i for i in range(1, table.next_id) if table.state(i) in (RUNNING, DONE, ERROR))
     return [(i, table.state(i)) for i in ids if i > after]
 
 
@@ -70,12 +70,13 @@ def test_a_listing_in_progress_sees_changes_but_no_new_ids():
         table.add_running(table.new_id())
     entries = table.entries()
     assert next(entries) == (1, RUNNING)
-    for job_id in range(1, 16):      # 1-15 finish; 1-5 are evicted (retain 10)
+    for job_id in range(1, 16):  # 1-15 finish; 1-5 are evicted (retain 10)
         table.finish(job_id, True)
     table.evict()
     table.add_running(table.new_id())  # 21: handed out after the listing began
-    assert list(entries) == [(i, DONE) for i in range(6, 16)] + \
-        [(i, RUNNING) for i in range(16, 21)]
+    assert list(entries) == [(i, DONE) for i in range(6, 16)] + [
+        (i, RUNNING) for i in range(16, 21)
+    ]
 
 
 def _pipelined_posts(port: int, count: int) -> None:
@@ -84,8 +85,10 @@ def _pipelined_posts(port: int, count: int) -> None:
     requests = []
     for index in range(count):
         body = json.dumps({"question": QUESTIONS[index % len(QUESTIONS)]}).encode()
-        requests.append(b"POST /api/best5 HTTP/1.1\r\nHost: x\r\nContent-Type: "
-                        b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        requests.append(
+            b"POST /api/best5 HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         sender = threading.Thread(target=sock.sendall, args=(b"".join(requests),))
         sender.start()
@@ -102,11 +105,16 @@ def _pipelined_posts(port: int, count: int) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, demo_csv):
-    live = start_server(tmp_path_factory.mktemp("listing"), data=demo_csv, workers=1,
-                        env={"LESTATS_MAX_QUEUE": str(JOBS)})
+    live = start_server(
+        tmp_path_factory.mktemp("listing"),
+        data=demo_csv,
+        workers=1,
+        env={"LESTATS_MAX_QUEUE": str(JOBS)},
+    )
     try:
-        posters = [threading.Thread(target=_pipelined_posts, args=(live.port, JOBS // 4))
-                   for _ in range(4)]
+        posters = [
+            threading.Thread(target=_pipelined_posts, args=(live.port, JOBS // 4)) for _ in range(4)
+        ]
         for poster in posters:
             poster.start()
         for poster in posters:
@@ -131,8 +139,7 @@ def _raw(server, path: str) -> tuple[int, bytes]:
 def test_full_listing_is_the_old_shape_byte_for_byte(server):
     status, raw = _raw(server, "/api/jobs")
     assert status == 200
-    expected = {"status": "done", "data": [{f"job_id_{i}": "done"}
-                                           for i in range(1, JOBS + 1)]}
+    expected = {"status": "done", "data": [{f"job_id_{i}": "done"} for i in range(1, JOBS + 1)]}
     assert raw == json.dumps(expected).encode()  # as web.json_response wrote it
 
 
@@ -157,13 +164,29 @@ def test_pages_add_up_to_the_full_listing(server, limit):
 
 def test_after_alone_and_past_the_end(server):
     assert server.get(f"/api/jobs?after={JOBS - 3}")[1] == {
-        "status": "done", "data": [{f"job_id_{i}": "done"} for i in range(JOBS - 2, JOBS + 1)]}
+        "status": "done",
+        "data": [{f"job_id_{i}": "done"} for i in range(JOBS - 2, JOBS + 1)],
+    }
     assert server.get(f"/api/jobs?after={JOBS}&limit=5")[1] == {
-        "status": "done", "data": [], "next_after": None}
+        "status": "done",
+        "data": [],
+        "next_after": None,
+    }
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=10001", "limit=-1", "limit=x",
-                                   "after=-1", "after=job_id_3", "after=1.5", "limit="])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=10001",
+        "limit=-1",
+        "limit=x",
+        "after=-1",
+        "after=job_id_3",
+        "after=1.5",
+        "limit=",
+    ],
+)
 def test_bad_page_parameters_are_400(server, query):
     status, answer = server.get(f"/api/jobs?{query}")
     assert status == 400 and answer["status"] == "error", answer
@@ -176,8 +199,9 @@ def test_healthz_is_answered_while_large_listings_are_built(server):
     way), every listing was complete before /healthz could even be read, so the
     access log shows all of them before it; built in chunks, /healthz is answered
     between chunks, while listings are still being built."""
-    listings = [socket.create_connection(("127.0.0.1", server.port), timeout=60)
-                for _ in range(LISTINGS)]
+    listings = [
+        socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(LISTINGS)
+    ]
     health = socket.create_connection(("127.0.0.1", server.port), timeout=60)
     try:
         for sock in listings:
@@ -206,10 +230,13 @@ def test_healthz_is_answered_while_large_listings_are_built(server):
     finally:
         for sock in (*listings, health):
             sock.close()
-    assert wait_until(lambda: log_text(server.log_file).count('"GET /api/jobs?listing"')
-                      == LISTINGS, 30)
-    lines = [line for line in log_text(server.log_file).splitlines()
-             if '"GET /api/jobs?listing"' in line or '"GET /healthz?during-listings"' in line]
+    assert wait_until(
+        lambda: log_text(server.log_file).count('"GET /api/jobs?listing"') == LISTINGS, 30
+    )
+    lines = [
+        line
+        for line in log_text(server.log_file).splitlines()
+        if '"GET /api/jobs?listing"' in line or '"GET /healthz?during-listings"' in line
+    ]
     before = lines.index(next(line for line in lines if "during-listings" in line))
-    assert before < LISTINGS, (f"all {LISTINGS} listings were complete before /healthz "
-                               "was answered")
+    assert before < LISTINGS, f"all {LISTINGS} listings were complete before /healthz was answered"

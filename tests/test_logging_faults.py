@@ -8,6 +8,7 @@ file must keep growing, its memory stay bounded, and dropped records be counted 
 /metrics. In-process, the writer itself: its queue bound and the collapsing of a
 repeated fault into one line.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -42,8 +43,9 @@ def _hammer(server, count: int, marker: str) -> None:
     try:
         for index in range(count):
             if index % 2:
-                connection.request("GET", "/api/graceful_shutdown",
-                                   headers={"Origin": "http://elsewhere.example"})
+                connection.request(
+                    "GET", "/api/graceful_shutdown", headers={"Origin": "http://elsewhere.example"}
+                )
                 expected = 403
             else:
                 connection.request("GET", "/healthz")
@@ -64,8 +66,12 @@ def _dropped(server) -> dict[str, float]:
         text = connection.getresponse().read().decode()
     finally:
         connection.close()
-    return {m[0]: float(m[1]) for m in re.findall(
-        r'^lestats_log_records_dropped_total\{sink="(\w+)"\} (\S+)$', text, re.M)}
+    return {
+        m[0]: float(m[1])
+        for m in re.findall(
+            r'^lestats_log_records_dropped_total\{sink="(\w+)"\} (\S+)$', text, re.M
+        )
+    }
 
 
 def _read_until(pipe, text: bytes, timeout: float) -> bytes:
@@ -90,8 +96,9 @@ def test_stderr_reader_gone_or_stalled(tmp_path, demo_csv, reader):
     try:
         _hammer(server, REQUESTS, "after-the-fault")
         # The file is written whatever stderr does: the last request is logged.
-        assert wait_until(lambda: "GET /healthz?after-the-fault" in
-                          log_text(server.log_file), 15), log_text(server.log_file)[-2000:]
+        assert wait_until(
+            lambda: "GET /healthz?after-the-fault" in log_text(server.log_file), 15
+        ), log_text(server.log_file)[-2000:]
         log = log_text(server.log_file)
         assert log.count("refused cross-site GET /api/graceful_shutdown") == REQUESTS // 2
         if reader == "gone":
@@ -115,23 +122,25 @@ def test_log_file_on_a_full_disk(tmp_path, demo_csv):
     one per batch or per request, and the server serves on."""
     full = tmp_path / "full.log"  # a link: nothing can ever rename /dev/full itself
     full.symlink_to("/dev/full")
-    server = start_server(tmp_path, data=demo_csv, workers=1,
-                          env={"LESTATS_LOG_FILE": str(full)})
+    server = start_server(tmp_path, data=demo_csv, workers=1, env={"LESTATS_LOG_FILE": str(full)})
     started = time.monotonic()
     _hammer(server, 2000, "full")
     assert server.get("/readyz")[0] == 200
     assert server.stop() == 0, server.text()[-3000:]
     seconds = time.monotonic() - started
     output = server.text()
-    faults = output.count(f"ERROR lestats.log cannot write the log file {full} "
-                          "(No space left on device)")
+    faults = output.count(
+        f"ERROR lestats.log cannot write the log file {full} (No space left on device)"
+    )
     # One per REPEAT_WINDOW, plus one for the summary written at the end, each
     # window's repeats summed up in one line; the old writer wrote one per 20 ms
     # batch: hundreds here.
     assert 1 <= faults <= 2 + seconds / logsetup.REPEAT_WINDOW, output[-3000:]
-    assert re.search(r"\d+ more like this in the last [\d.]+ s, not logged one by one: "
-                     r"cannot write the log file " + re.escape(str(full)), output), \
-        output[-3000:]
+    assert re.search(
+        r"\d+ more like this in the last [\d.]+ s, not logged one by one: "
+        r"cannot write the log file " + re.escape(str(full)),
+        output,
+    ), output[-3000:]
     assert "Traceback" not in output
     assert "stopped cleanly" in output
 

@@ -1,5 +1,6 @@
 """/openapi.json describes every route, and every described route exists; answers of
 the real app match the documented schemas."""
+
 from __future__ import annotations
 
 import re
@@ -14,11 +15,15 @@ def _routed() -> set[tuple[str, str]]:
     from aiohttp import web
 
     from server.dashboard import add_dashboard_routes
+
     app = web.Application()
     app.add_routes(ROUTES)
     add_dashboard_routes(app)
-    return {(route.method.lower(), route.resource.canonical) for route in app.router.routes()
-            if route.method != "HEAD"}
+    return {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    }
 
 
 def _documented() -> set[tuple[str, str]]:
@@ -44,6 +49,9 @@ async def test_served_document_is_the_same(tmp_path, demo_csv, aiohttp_client):
         response = await client.get("/openapi.json")
         assert response.status == 200
         assert await response.json() == served(running.shared.dataset)
-        routed = {(r.method.lower(), r.resource.canonical)
-                  for r in running.app.router.routes() if r.method != "HEAD"}
+        routed = {
+            (r.method.lower(), r.resource.canonical)
+            for r in running.app.router.routes()
+            if r.method != "HEAD"
+        }
         assert routed == _documented()

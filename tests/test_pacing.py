@@ -1,4 +1,5 @@
 """Backoff and the throttled log of the pool (server/pool/pacing.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,11 @@ def test_a_repeated_fault_is_logged_once_then_with_the_count_left_out(caplog):
         throttle.error("spawn", "cannot start a worker (%s)", "EMFILE")
     throttle.error("other", "another cause")
     assert [r.getMessage() for r in caplog.records] == [
-        "cannot start a worker (EMFILE)", "another cause"]
+        "cannot start a worker (EMFILE)",
+        "another cause",
+    ]
     throttle._seen["spawn"] = (throttle._seen["spawn"][0] - 3600, 4)  # an hour later
     throttle.error("spawn", "cannot start a worker (%s)", "EMFILE")
     assert caplog.records[-1].getMessage() == (
-        "cannot start a worker (EMFILE) (4 more like this in the last 3600 s not logged)")
+        "cannot start a worker (EMFILE) (4 more like this in the last 3600 s not logged)"
+    )

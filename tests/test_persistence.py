@@ -1,4 +1,5 @@
 """The journal, the result store and the status table on their own."""
+
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +31,11 @@ def test_journal_recovers_unfinished_and_next_id(tmp_path):
 def test_journal_keeps_the_year_range(tmp_path):
     journal = JobJournal(tmp_path)
     journal.open(set(), 0)
-    jobs = [Job(1, "best5", "q"), Job(2, "state_trend", "q", "Ohio", 2013, 2016),
-            Job(3, "states_estimate", "q", None, None, 2015)]
+    jobs = [
+        Job(1, "best5", "q"),
+        Job(2, "state_trend", "q", "Ohio", 2013, 2016),
+        Job(3, "states_estimate", "q", None, None, 2015),
+    ]
     for job in jobs:
         journal.append(job)
     journal.close()
@@ -53,6 +57,7 @@ def test_fsync_mode_groups_commits(tmp_path):
         await asyncio.gather(*(journal.durable() for _ in range(5)))
         assert journal._synced == 5
         journal.close()
+
     asyncio.run(run())
 
 
@@ -75,12 +80,12 @@ def test_bodies_are_shared_by_question_and_recent_ids_bounded(tmp_path):
     key = ("best5", "q", None)
     body = b'{"status": "done", "data": {}}'
     store.remember(1, key, body)
-    store.remember(2, key, None)        # a worker sent this body before
+    store.remember(2, key, None)  # a worker sent this body before
     assert store.cached(2) is store.cached(1) is body
     store.remember(3, ("x", "q", None), b"y" * 200)  # over the answers' byte bound
-    assert store.cached(1) is None      # only the 2 newest ids are kept
+    assert store.cached(1) is None  # only the 2 newest ids are kept
     store.remember(4, ("x", "q", None), None)
-    assert store.cached(4) is None      # not in memory any more: read from its file
+    assert store.cached(4) is None  # not in memory any more: read from its file
 
 
 def test_status_table_states_and_eviction():
@@ -94,7 +99,12 @@ def test_status_table_states_and_eviction():
     assert not table.finish(1, True)  # a duplicate outcome changes nothing
     assert table.evict() == [(1, True)]
     assert [table.state(i) for i in (1, 2, 3, 4, 5)] == [
-        "evicted", "error", "done", "running", "unknown"]
+        "evicted",
+        "error",
+        "done",
+        "running",
+        "unknown",
+    ]
 
 
 def test_long_poll_wakes_on_finish():
@@ -110,6 +120,7 @@ def test_long_poll_wakes_on_finish():
         await table.wait(2, 0.05)
         assert asyncio.get_running_loop().time() - started >= 0.05
         assert table._waiters == {}
+
     asyncio.run(run())
 
 

@@ -4,6 +4,7 @@ Against a real server process. Nothing here measures time: whether a job is stil
 running is made certain by stopping the worker processes (SIGSTOP), not by racing
 them.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """The pool with real worker processes: outcomes, and survival of killed workers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,7 @@ async def pool_factory(demo_csv, tmp_path):
 
 
 def _jobs(count: int) -> list[Job]:
-    return [Job(i, "mean_by_category", QUESTIONS[i % len(QUESTIONS)])
-            for i in range(1, count + 1)]
+    return [Job(i, "mean_by_category", QUESTIONS[i % len(QUESTIONS)]) for i in range(1, count + 1)]
 
 
 async def test_every_job_is_written_then_reported(pool_factory, tmp_path):
@@ -112,7 +112,7 @@ class DiskFullOnce(Collected):
 async def test_a_failing_done_callback_costs_no_pipe_reader(pool_factory, caplog):
     pool = pool_factory(1000, collect=DiskFullOnce)
     for first in range(1, 1001, 100):  # many Done messages from both workers
-        pool.submit(_jobs(first + 99)[first - 1:])
+        pool.submit(_jobs(first + 99)[first - 1 :])
         await asyncio.sleep(0.02)
     await asyncio.wait_for(pool._on_done.event.wait(), 60)
     assert pool._on_done.failures == 3 and len(pool._on_done.outcomes) == 1000

@@ -3,6 +3,7 @@ costs"): a killed manager, a stopped manager, a stuck worker, a worker that cann
 spawned. Processes come from /api/info "pids"; every acknowledged job must end `done`
 with the reference answer; every wait is bounded.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,7 @@ def ready(server: LiveServer) -> tuple[int, dict]:
 
 def every_job_done(server: LiveServer, load: ClientLoad, mix: JobMix) -> int:
     for job_id, (endpoint, body) in load.acknowledged.items():
-        status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=25",
-                                 timeout=30)
+        status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=25", timeout=30)
         assert status == 200, (job_id, result)
         mix.check(endpoint, body, result)
     return len(load.acknowledged)
@@ -57,9 +57,14 @@ def test_a_killed_manager_is_replaced_and_every_job_ends_done(tmp_path, demo_csv
 
     def replaced():
         now = pool(server)
-        return (now["ready"] and now["manager"] not in (None, before["manager"])
-                and alive(now["manager"]) and len(now["workers"]) == WORKERS
-                and all(alive(p) for p in now["workers"]))
+        return (
+            now["ready"]
+            and now["manager"] not in (None, before["manager"])
+            and alive(now["manager"])
+            and len(now["workers"]) == WORKERS
+            and all(alive(p) for p in now["workers"])
+        )
+
     assert wait_until(replaced, 30), pool(server)
     load.stop(timeout=60)
     assert load.unreachable == 0 and load.refused == 0
@@ -81,9 +86,11 @@ def test_a_stopped_manager_freezes_no_endpoint_and_readyz_tells(tmp_path, demo_c
     time.sleep(0.3)
     os.kill(manager, signal.SIGSTOP)
     try:
+
         def says_so():
             status, body = ready(server)
             return status == 503 and "has not answered" in body["reason"]
+
         assert wait_until(says_so, 15), ready(server)
         for path in ("/healthz", "/api/info", "/api/num_jobs", "/api/jobs", "/metrics"):
             assert _status(server, path) == 200, path
@@ -101,8 +108,7 @@ def test_a_stopped_manager_freezes_no_endpoint_and_readyz_tells(tmp_path, demo_c
     stopped_cleanly(server)
 
 
-def test_a_manager_that_never_answers_is_replaced_and_sigterm_ends_the_server(
-        tmp_path, demo_csv):
+def test_a_manager_that_never_answers_is_replaced_and_sigterm_ends_the_server(tmp_path, demo_csv):
     """SIGSTOP the manager for good, then SIGTERM: after job_timeout the pool gives up
     on the manager, starts a new one, the accepted jobs drain, and the server exits 0;
     a restart on the same state dir answers every acknowledged job."""
@@ -120,14 +126,14 @@ def test_a_manager_that_never_answers_is_replaced_and_sigterm_ends_the_server(
     assert code == 0, server.text()
     assert not alive(manager)
     assert "has not answered for" in log_text(server.log_file)
-    again = start_server(tmp_path, data=demo_csv, workers=WORKERS,
-                         state_dir=server.state_dir, port=server.port)
+    again = start_server(
+        tmp_path, data=demo_csv, workers=WORKERS, state_dir=server.state_dir, port=server.port
+    )
     every_job_done(again, load, mix)
     stopped_cleanly(again)
 
 
-def test_a_stuck_worker_is_killed_after_job_timeout_and_its_jobs_end_done(
-        tmp_path, demo_csv):
+def test_a_stuck_worker_is_killed_after_job_timeout_and_its_jobs_end_done(tmp_path, demo_csv):
     mix = JobMix(demo_csv, 14, endpoints=ENDPOINTS)
     env = {"LESTATS_JOB_TIMEOUT": "3"}
     server = start_server(tmp_path, data=demo_csv, workers=WORKERS, env=env)
@@ -139,8 +145,13 @@ def test_a_stuck_worker_is_killed_after_job_timeout_and_its_jobs_end_done(
 
     def full():
         now = pool(server)
-        return (now["ready"] and len(now["workers"]) == WORKERS and stuck not in now["workers"]
-                and all(alive(p) for p in now["workers"]))
+        return (
+            now["ready"]
+            and len(now["workers"]) == WORKERS
+            and stuck not in now["workers"]
+            and all(alive(p) for p in now["workers"])
+        )
+
     assert wait_until(full, 20), pool(server)
     load.stop(timeout=60)
     assert load.unreachable == 0 and load.refused == 0
@@ -165,8 +176,13 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
     descriptors for the pipes): the pool is not ready and says why, and keeps trying;
     once the connections close the replacement starts and the jobs end done."""
     mix = JobMix(demo_csv, 15, endpoints=ENDPOINTS)
-    server = start_server(tmp_path, data=demo_csv, workers=WORKERS, preexec_fn=_limit_files,
-                          env={"LESTATS_CLIENT_TIMEOUT": "120"})
+    server = start_server(
+        tmp_path,
+        data=demo_csv,
+        workers=WORKERS,
+        preexec_fn=_limit_files,
+        env={"LESTATS_CLIENT_TIMEOUT": "120"},
+    )
     control = HTTPConnection("127.0.0.1", server.port, timeout=10)
     fillers: list[socket.socket] = []
     try:
@@ -178,6 +194,7 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
         def short():
             status, body = _get(control, "/readyz")
             return status == 503 and "1 of 2 worker processes are running" in body["reason"]
+
         assert wait_until(short, 15), _get(control, "/readyz")
         info = _get(control, "/api/info")[1]
         assert info["pool"]["spawn_failures"] >= 1 and len(info["pids"]["workers"]) == 1
@@ -186,8 +203,7 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
     finally:
         for sock in fillers:
             sock.close()
-    assert wait_until(lambda: _get(control, "/readyz")[0] == 200, 20), \
-        _get(control, "/readyz")
+    assert wait_until(lambda: _get(control, "/readyz")[0] == 200, 20), _get(control, "/readyz")
     assert "\nlestats_pool_ready 1.0\n" in _metrics(control)
     for job_id, endpoint, body in submitted:
         status, result = _get(control, f"/api/get_results/{job_id}?wait=25")
@@ -199,22 +215,27 @@ def test_a_worker_that_cannot_be_spawned_is_retried_and_readyz_tells(tmp_path, d
 
 
 def test_sigterm_with_a_pool_that_cannot_recover_exits_1_and_the_journal_recovers(
-        tmp_path, demo_csv):
+    tmp_path, demo_csv
+):
     """No worker can be spawned (EMFILE, as above, and both workers killed): SIGTERM
     does not wait forever for jobs nobody can run. After job_timeout without a ready
     pool the server exits 1 (a supervisor restarts it); the jobs stay in the journal
     and the next start answers them."""
     mix = JobMix(demo_csv, 16, endpoints=ENDPOINTS)
-    server = start_server(tmp_path, data=demo_csv, workers=WORKERS, preexec_fn=_limit_files,
-                          env={"LESTATS_CLIENT_TIMEOUT": "120", "LESTATS_JOB_TIMEOUT": "3"})
+    server = start_server(
+        tmp_path,
+        data=demo_csv,
+        workers=WORKERS,
+        preexec_fn=_limit_files,
+        env={"LESTATS_CLIENT_TIMEOUT": "120", "LESTATS_JOB_TIMEOUT": "3"},
+    )
     control = HTTPConnection("127.0.0.1", server.port, timeout=10)
     fillers: list[socket.socket] = []
     try:
         _fill_file_table(server, fillers)
         for victim in _get(control, "/api/info")[1]["pids"]["workers"]:
             os.kill(victim, signal.SIGKILL)
-        assert wait_until(lambda: _get(control, "/api/info")[1]["pids"]["workers"] == [],
-                          15)
+        assert wait_until(lambda: _get(control, "/api/info")[1]["pids"]["workers"] == [], 15)
         submitted = [_post(control, *mix.pick()) for _ in range(10)]
         assert server.stop(timeout=40) == 1, server.text()
     finally:
@@ -223,8 +244,7 @@ def test_sigterm_with_a_pool_that_cannot_recover_exits_1_and_the_journal_recover
         control.close()
     assert "stopping with 10 unfinished job(s)" in log_text(server.log_file)
     assert shm_segments(server.pid) == []
-    again = start_server(tmp_path, data=demo_csv, workers=WORKERS,
-                         state_dir=server.state_dir)
+    again = start_server(tmp_path, data=demo_csv, workers=WORKERS, state_dir=server.state_dir)
     for job_id, endpoint, body in submitted:
         status, result, _ = http(f"{again.url}/api/get_results/{job_id}?wait=25", timeout=30)
         assert status == 200, result
@@ -256,10 +276,10 @@ def _metrics(connection: HTTPConnection) -> str:
     return response.read().decode()
 
 
-def _post(connection: HTTPConnection, endpoint: str,
-          body: dict) -> tuple[int, str, dict]:
-    connection.request("POST", f"/api/{endpoint}", json.dumps(body),
-                       {"Content-Type": "application/json"})
+def _post(connection: HTTPConnection, endpoint: str, body: dict) -> tuple[int, str, dict]:
+    connection.request(
+        "POST", f"/api/{endpoint}", json.dumps(body), {"Content-Type": "application/json"}
+    )
     response = connection.getresponse()
     answer = json.loads(response.read())
     assert response.status == 200, answer

@@ -2,6 +2,7 @@
 as published (leading index column named `Column1`, `High_Confidence_Limit ` with its
 trailing space, quoted commas, the QuestionID column), served by the real server
 process and checked against the naive reference implementation."""
+
 from __future__ import annotations
 
 import csv
@@ -40,10 +41,13 @@ def test_the_server_answers_every_statistic_on_real_rows(live_on, capsys):
                 fields = {"question": question} | ({"state": state} if state else {})
                 result = server.ask(endpoint, **fields)
                 assert result["status"] == "done", result
-                assert_close(result["data"], reference.answer(endpoint, question, state),
-                             where=f"{endpoint} {state}")
+                assert_close(
+                    result["data"],
+                    reference.answer(endpoint, question, state),
+                    where=f"{endpoint} {state}",
+                )
     # The id works in place of the text for `lestats ask`.
-    assert main(["ask", "global_mean", "--question", "q018", "--json",
-                 "--url", server.url]) == 0
-    assert_close(json.loads(capsys.readouterr().out),
-                 reference.answer("global_mean", by_id["Q018"]))
+    assert main(["ask", "global_mean", "--question", "q018", "--json", "--url", server.url]) == 0
+    assert_close(
+        json.loads(capsys.readouterr().out), reference.answer("global_mean", by_id["Q018"])
+    )

@@ -1,5 +1,6 @@
 """ResultFiles on a real file system: a result appears whole under its name, with no
 temporary left beside it, whichever way it was written."""
+
 from __future__ import annotations
 
 import os

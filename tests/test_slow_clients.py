@@ -5,6 +5,7 @@ must not keep a normal client from its answers, and must not hold the server's
 descriptors for ever: after client_timeout (here 3 s) a stalled request line/headers
 is closed and a stalled body answered 408 JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,30 +65,43 @@ def test_stalled_and_vanishing_clients_do_not_starve_others(live_on, demo_csv):
         baseline = _descriptors(server.pid)
 
         request = b"POST /api/best5 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        stalled_headers = [_connect(server.port, request[:10 + i % 40])
-                           for i in range(STALLED_HEADERS)]
-        stalled_bodies = [_connect(server.port, request + b"Content-Length: 100\r\n\r\n"
-                                   + b'{"question": ') for _ in range(STALLED_BODIES)]
+        stalled_headers = [
+            _connect(server.port, request[: 10 + i % 40]) for i in range(STALLED_HEADERS)
+        ]
+        stalled_bodies = [
+            _connect(server.port, request + b"Content-Length: 100\r\n\r\n" + b'{"question": ')
+            for _ in range(STALLED_BODIES)
+        ]
         opened += stalled_headers + stalled_bodies
         for i in range(VANISHING):  # gone mid-headers, mid-body, and before the answer
-            sock = _connect(server.port, [request[:30], request + b"Content-Length: 50\r\n"
-                                          b"\r\n{", b"GET /api/jobs HTTP/1.1\r\n\r\n"][i % 3])
+            sock = _connect(
+                server.port,
+                [
+                    request[:30],
+                    request + b"Content-Length: 50\r\n\r\n{",
+                    b"GET /api/jobs HTTP/1.1\r\n\r\n",
+                ][i % 3],
+            )
             if i % 2:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
             sock.close()  # odd ones with an RST, even ones with a FIN
         held = STALLED_HEADERS + STALLED_BODIES  # (the baseline may hold a few transients)
-        assert wait_until(lambda: _descriptors(server.pid) >= baseline + held * 0.9, 10), \
-            (baseline, _descriptors(server.pid), os.listdir(f"/proc/{server.pid}/fd"))
+        assert wait_until(lambda: _descriptors(server.pid) >= baseline + held * 0.9, 10), (
+            baseline,
+            _descriptors(server.pid),
+            os.listdir(f"/proc/{server.pid}/fd"),
+        )
 
         # A normal client is served meanwhile, well within its own timeout.
         started = time.monotonic()
         for state in ("Ohio", "Guam", "National"):
-            result = server.ask("state_mean", question=LOWER_IS_BETTER[1], state=state,
-                                timeout=20)
+            result = server.ask("state_mean", question=LOWER_IS_BETTER[1], state=state, timeout=20)
             assert result["status"] == "done"
         assert server.get("/api/num_jobs")[0] == 200
-        print(f"\nnormal client served in {time.monotonic() - started:.2f} s while "
-              f"{len(opened)} connections stalled")
+        print(
+            f"\nnormal client served in {time.monotonic() - started:.2f} s while "
+            f"{len(opened)} connections stalled"
+        )
 
         # After client_timeout: stalled headers closed, stalled bodies answered 408.
         deadline = time.monotonic() + CLIENT_TIMEOUT + 10
@@ -100,8 +114,10 @@ def test_stalled_and_vanishing_clients_do_not_starve_others(live_on, demo_csv):
             assert json.loads(body)["status"] == "error"
         for sock in opened:
             sock.close()
-        assert wait_until(lambda: _descriptors(server.pid) <= baseline + 5, 20), \
-            (baseline, _descriptors(server.pid))
+        assert wait_until(lambda: _descriptors(server.pid) <= baseline + 5, 20), (
+            baseline,
+            _descriptors(server.pid),
+        )
     finally:
         for sock in opened:
             sock.close()

@@ -6,6 +6,7 @@ until the kernel says ENOSPC; a read-only file system is that tmpfs remounted
 read-only. Where mounting is not allowed those tests are skipped with the reason.
 Every wait is bounded in time; nothing asserts a duration.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,21 +37,28 @@ PAGE = 4096
 def tmpfs(path: Path, size: str):
     """A real, small file system at `path` for the duration of the block."""
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here to make a real full disk: "
-                    f"{done.stderr.strip() or done.returncode}")
+        pytest.skip(
+            f"cannot mount a tmpfs here to make a real full disk: "
+            f"{done.stderr.strip() or done.returncode}"
+        )
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30, check=False)
 
 
 def remount(path: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True,
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        ["mount", "-o", f"remount,{mode}", str(path)], check=True, capture_output=True, timeout=30
+    )
 
 
 def fill(directory: Path, leave_pages: int = 0) -> Path:
@@ -85,8 +93,7 @@ def wait_for(predicate, timeout: float = 20.0, what: str = ""):
 
 def refused_for_storage(server, words: str) -> dict:
     """A POST while the storage fails: 503, Retry-After, and a reason that says why."""
-    status, body, headers = http(server.url + "/api/best5", "POST",
-                                 {"question": QUESTION})
+    status, body, headers = http(server.url + "/api/best5", "POST", {"question": QUESTION})
     assert status == 503 and words in body["reason"], body
     assert headers.get("Retry-After") == "1", headers
     return body
@@ -107,8 +114,12 @@ def result(server, job_id: int, timeout: float = 30.0) -> dict:
 def metric(server, name: str) -> float:
     with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
         text = response.read().decode()
-    return next(sample.value for family in text_string_to_metric_families(text)
-                for sample in family.samples if sample.name == name)
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def not_ready(server) -> dict | None:
@@ -151,7 +162,8 @@ QUESTION = demo.QUESTIONS[0]
 
 # -- 1. one server per state dir --------------------------------------------------------
 def test_a_second_server_on_the_same_state_dir_refuses_before_touching_it(
-        tmp_path, demo_csv, questions):
+    tmp_path, demo_csv, questions
+):
     first = start_server(tmp_path, data=demo_csv, workers=1)
     ids = [first.post("/api/best5", {"question": q})[1]["job_id"] for q in questions[:3]]
     answers = {i: result(first, i) for i in ids}
@@ -159,12 +171,21 @@ def test_a_second_server_on_the_same_state_dir_refuses_before_touching_it(
     before = (journal.read_bytes(), os.stat(journal).st_ino, os.stat(journal).st_mtime_ns)
     # The issue's case: same port and same state dir; then another port.
     for port in (first.port, free_port()):
-        second = start_server(tmp_path, data=demo_csv, workers=1, port=port,
-                              state_dir=first.state_dir, wait_ready=False)
+        second = start_server(
+            tmp_path,
+            data=demo_csv,
+            workers=1,
+            port=port,
+            state_dir=first.state_dir,
+            wait_ready=False,
+        )
         text = one_line_refusal(second)
         assert f"in use by another lestats server (pid {first.pid})" in text, text
-        assert (journal.read_bytes(), os.stat(journal).st_ino,
-                os.stat(journal).st_mtime_ns) == before
+        assert (
+            journal.read_bytes(),
+            os.stat(journal).st_ino,
+            os.stat(journal).st_mtime_ns,
+        ) == before
     # The first one never noticed; after a kill -9 nothing acknowledged is lost.
     late = first.post("/api/worst5", {"question": questions[0]})[1]["job_id"]
     answers[late] = result(first, late)
@@ -178,7 +199,8 @@ def test_a_second_server_on_the_same_state_dir_refuses_before_touching_it(
 
 # -- 2 and 10. a full disk ----------------------------------------------------------------
 def test_a_full_disk_refuses_jobs_loses_no_id_and_recovers_by_itself(
-        tmp_path, demo_csv, questions, mix):
+    tmp_path, demo_csv, questions, mix
+):
     with tmpfs(tmp_path / "disk", "2m") as disk:
         server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=disk / "state")
         asked = {}
@@ -200,13 +222,11 @@ def test_a_full_disk_refuses_jobs_loses_no_id_and_recovers_by_itself(
         # No refusal used up an id: the accepted ones are consecutive.
         assert sorted(asked) == list(range(min(asked), min(asked) + len(asked)))
         assert refused > 0
-        body = wait_for(lambda: not_ready(server),
-                                what="/readyz says the storage is full")
+        body = wait_for(lambda: not_ready(server), what="/readyz says the storage is full")
         assert "storage is full" in body["reason"], body
         assert server.get("/api/info")[1]["storage_fault"] == body["reason"]
         refused_for_storage(server, "storage is full")
-        leftovers = [p.name for p in (disk / "state" / "jobs").iterdir()
-                     if p.name.endswith(".tmp")]
+        leftovers = [p.name for p in (disk / "state" / "jobs").iterdir() if p.name.endswith(".tmp")]
         assert leftovers == []  # no half-written temporary stays behind
         journal_lines(disk / "state")
 
@@ -263,12 +283,15 @@ def test_a_write_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path):
         assert [line["id"] for line in lines[1:]] == list(range(1, job_id + 1))
 
 
-def test_a_torn_journal_tail_never_lets_an_id_be_handed_out_twice(tmp_path, demo_csv,
-                                                                  questions, mix):
+def test_a_torn_journal_tail_never_lets_an_id_be_handed_out_twice(
+    tmp_path, demo_csv, questions, mix
+):
     state = tmp_path / "state"
     state.mkdir()
-    whole = json.dumps({"id": 5, "endpoint": "best5", "question": questions[0],
-                        "state": None}, separators=(",", ":"))
+    whole = json.dumps(
+        {"id": 5, "endpoint": "best5", "question": questions[0], "state": None},
+        separators=(",", ":"),
+    )
     (state / "journal.jsonl").write_text('{"next_id":5}\n' + whole + '\n{"id":6,"endpo')
     server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=state)
     mix.check("best5", {"question": questions[0]}, result(server, 5))
@@ -284,7 +307,8 @@ def test_a_torn_journal_tail_never_lets_an_id_be_handed_out_twice(tmp_path, demo
 
 # -- 3 and 10. results that cannot be stored -------------------------------------------
 def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
-        tmp_path, demo_csv, questions, mix):
+    tmp_path, demo_csv, questions, mix
+):
     state = tmp_path / "state"
     with tmpfs(state / "jobs", "1m") as jobs:  # results full, journal fine
         server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=state)
@@ -297,8 +321,7 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
         status, body = server.post("/api/mean_by_category", {"question": question})
         assert status == 200, body  # journaled; its result then fails to be written
         stuck = body["job_id"]
-        body = wait_for(lambda: not_ready(server),
-                                what="/readyz says results cannot be stored")
+        body = wait_for(lambda: not_ready(server), what="/readyz says results cannot be stored")
         assert "storage is full" in body["reason"], body
         assert server.get(f"/api/get_results/{stuck}")[1] == {"status": "running"}
         assert metric(server, "lestats_storage_writable") == 0
@@ -315,8 +338,7 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
 
         # A read-only file system: the same story, told within a second.
         remount(jobs, "ro")
-        body = wait_for(lambda: not_ready(server),
-                                what="/readyz says the results are read-only")
+        body = wait_for(lambda: not_ready(server), what="/readyz says the results are read-only")
         assert "read-only" in body["reason"], body
         refused_for_storage(server, "read-only")
         remount(jobs, "rw")
@@ -328,8 +350,7 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
 
 
 # -- 11. a restart on other data ---------------------------------------------------------
-def test_a_restart_on_other_data_answers_old_jobs_with_an_error(tmp_path, demo_csv,
-                                                                 questions):
+def test_a_restart_on_other_data_answers_old_jobs_with_an_error(tmp_path, demo_csv, questions):
     other = demo.write(tmp_path / "other.csv", count=4000, seed=4)
     other_mix = JobMix(other, seed=0)
     server = start_server(tmp_path, data=demo_csv, workers=1)
@@ -368,13 +389,15 @@ def _next_id_beyond_18_digits(state: Path) -> None:
     (state / "journal.jsonl").write_text(f'{{"next_id":{MAX_JOB_ID + 2}}}\n')
 
 
-@pytest.mark.parametrize("damage, words", [
-    (_state_is_a_file, "is not a directory"),
-    (_journal_is_a_directory, "journal.jsonl is not a file"),
-    (_next_id_beyond_18_digits, "beyond the largest id"),
-])
-def test_an_unusable_state_dir_stops_start_up_with_one_line(tmp_path, demo_csv, damage,
-                                                            words):
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (_state_is_a_file, "is not a directory"),
+        (_journal_is_a_directory, "journal.jsonl is not a file"),
+        (_next_id_beyond_18_digits, "beyond the largest id"),
+    ],
+)
+def test_an_unusable_state_dir_stops_start_up_with_one_line(tmp_path, demo_csv, damage, words):
     damage(tmp_path / "state")
     server = start_server(tmp_path, data=demo_csv, workers=1, wait_ready=False)
     assert words in one_line_refusal(server)
@@ -384,22 +407,30 @@ def test_an_unusable_state_dir_stops_start_up_with_one_line(tmp_path, demo_csv, 
 def test_a_read_only_state_dir_stops_start_up_with_one_line(tmp_path, demo_csv):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         remount(disk, "ro")
-        server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=disk,
-                              wait_ready=False)
+        server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=disk, wait_ready=False)
         assert "is not writable (Read-only file system)" in one_line_refusal(server)
         assert server.text().count("\n") == 1  # refused before the data was loaded
 
 
-def test_garbage_in_the_journal_is_skipped_without_a_traceback(tmp_path, demo_csv,
-                                                              questions, mix):
+def test_garbage_in_the_journal_is_skipped_without_a_traceback(tmp_path, demo_csv, questions, mix):
     state = tmp_path / "state"
     state.mkdir()
     good = {"id": 3, "endpoint": "best5", "question": questions[0], "state": None}
-    (state / "journal.jsonl").write_bytes(b"\n".join([
-        b'{"next_id": 1e999}', b'{"id": 1e999, "endpoint": "best5", "question": "q"}',
-        b'{"id": "9", "endpoint": "best5", "question": "q"}', b"[" * 100_000,
-        b'"just a string"', b"\xff\xfe not utf-8", b'{"evicted": [true]}',
-        json.dumps(good).encode(), b""]))
+    (state / "journal.jsonl").write_bytes(
+        b"\n".join(
+            [
+                b'{"next_id": 1e999}',
+                b'{"id": 1e999, "endpoint": "best5", "question": "q"}',
+                b'{"id": "9", "endpoint": "best5", "question": "q"}',
+                b"[" * 100_000,
+                b'"just a string"',
+                b"\xff\xfe not utf-8",
+                b'{"evicted": [true]}',
+                json.dumps(good).encode(),
+                b"",
+            ]
+        )
+    )
     server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=state)
     mix.check("best5", {"question": questions[0]}, result(server, 3))
     assert server.post("/api/best5", {"question": questions[0]})[1]["job_id"] == 4
@@ -421,15 +452,18 @@ def test_the_largest_id_is_served_and_then_ids_are_refused(tmp_path, demo_csv, q
     assert server.stop() == 0
 
 
-def test_empty_or_garbage_result_files_are_never_served_as_answers(tmp_path, demo_csv,
-                                                                  questions, mix):
+def test_empty_or_garbage_result_files_are_never_served_as_answers(
+    tmp_path, demo_csv, questions, mix
+):
     state = tmp_path / "state"
     (state / "jobs").mkdir(parents=True)
-    journal = [{"next_id": 1},
-               {"id": 1, "endpoint": "best5", "question": questions[0], "state": None}]
+    journal = [
+        {"next_id": 1},
+        {"id": 1, "endpoint": "best5", "question": questions[0], "state": None},
+    ]
     (state / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in journal))
-    (state / "jobs" / "1.json").write_bytes(b"")         # still in the journal: run again
-    (state / "jobs" / "2.json").write_bytes(b"")         # question unknown: an error
+    (state / "jobs" / "1.json").write_bytes(b"")  # still in the journal: run again
+    (state / "jobs" / "2.json").write_bytes(b"")  # question unknown: an error
     (state / "jobs" / "3.json").write_bytes(b"garbage")  # found when read: an error
     (state / "jobs" / "4.json").write_bytes(b'{"status": "done", "data": {"x": 1}}')
     (state / "jobs" / "5.json").write_bytes(b"\0" * 300)  # data lost by a power cut

@@ -7,6 +7,7 @@ environment that borrows the pinned dependencies of the running one through a .p
 file, so nothing is downloaded but the build backend. The server then runs with no
 PYTHONPATH, from an empty temp dir, on the generated demo data.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,29 +30,74 @@ from tests.support.live import ROOT, start_server
 def installed(tmp_path_factory) -> Path:
     """bin/ of a venv that has the wheel installed."""
     for source in paths.VENDORED.values():
-        assert (ROOT / "web" / "node_modules" / source).is_file(), \
+        assert (ROOT / "web" / "node_modules" / source).is_file(), (
             "run `make web` first: the wheel vendors the dashboard's libraries"
+        )
     base = tmp_path_factory.mktemp("wheel")
     # Built from a copy: an in-tree build leaves build/ behind, whose stale files
     # would end up in later wheels.
     source = base / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "node_modules", "results", "data",
-        "__pycache__", ".pytest_cache", ".hypothesis", "bench-profile", "webserver.log*"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "dist",
+            "*.egg-info",
+            "node_modules",
+            "results",
+            "data",
+            "__pycache__",
+            ".pytest_cache",
+            ".hypothesis",
+            "bench-profile",
+            "webserver.log*",
+        ),
+    )
     (source / "web" / "node_modules").symlink_to(ROOT / "web" / "node_modules")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
-                            "-w", str(base / "dist"), str(source)],
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(base / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((base / "dist").glob("lestats-*.whl"))
     environment = base / "venv"
     venv.create(environment, with_pip=False)
-    site = Path(sysconfig.get_path("purelib", vars={"base": str(environment),
-                                                      "platbase": str(environment)}))
-    done = subprocess.run([sys.executable, "-m", "pip", "--python",
-                           str(environment / "bin" / "python"), "install", "--quiet",
-                           "--no-deps", "--no-index", str(wheel)],
-                          capture_output=True, text=True, timeout=300, env=bare_env())
+    site = Path(
+        sysconfig.get_path("purelib", vars={"base": str(environment), "platbase": str(environment)})
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(environment / "bin" / "python"),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=bare_env(),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     # Only now, and with no PYTHONPATH: pip must not see this checkout's own install
     # (it would skip the wheel as "already satisfied").
@@ -66,14 +112,18 @@ def bare_env() -> dict[str, str]:
 def test_installed_wheel_serves_the_dashboard_from_any_directory(installed, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([installed / "python", "-c", "import server; print(server.__file__)"],
-                           cwd=elsewhere, capture_output=True, text=True, timeout=60,
-                           env=bare_env())
+    where = subprocess.run(
+        [installed / "python", "-c", "import server; print(server.__file__)"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=bare_env(),
+    )
     assert where.returncode == 0, where.stderr
     assert where.stdout.startswith(str(installed.parent)), where.stdout  # not the checkout
 
-    server = start_server(tmp_path, program=[str(installed / "lestats")], cwd=elsewhere,
-                          workers=1)
+    server = start_server(tmp_path, program=[str(installed / "lestats")], cwd=elsewhere, workers=1)
     with urllib.request.urlopen(f"{server.url}/static/chart.umd.min.js", timeout=10) as r:
         assert r.status == 200
         served = r.read()

@@ -5,6 +5,7 @@ again and again while clients post and poll. Every job must still end `done` wit
 reference answer, the pool must be back to its full size with live processes, and the
 parent must keep answering all along.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,13 @@ WORKERS = 2
 KILLS = 10
 # Memoised answers make jobs fast; the by-category ones are the slowest, and a mix
 # over many (question, state) keys keeps a replacement worker's empty cache busy.
-ENDPOINTS = ("mean_by_category", "state_mean_by_category", "states_mean",
-             "diff_from_mean", "state_mean")
+ENDPOINTS = (
+    "mean_by_category",
+    "state_mean_by_category",
+    "states_mean",
+    "diff_from_mean",
+    "state_mean",
+)
 
 
 def test_killed_workers_are_replaced_and_no_job_is_lost(live_on, demo_csv):
@@ -45,24 +51,29 @@ def test_killed_workers_are_replaced_and_no_job_is_lost(live_on, demo_csv):
     assert load.unreachable == 0 and load.refused == 0
 
     for job_id, (endpoint, body) in load.acknowledged.items():
-        status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=20",
-                                 timeout=30)
+        status, result, _ = http(f"{server.url}/api/get_results/{job_id}?wait=20", timeout=30)
         assert status == 200, (job_id, result)
         mix.check(endpoint, body, result)
 
     def full_pool():
         workers = http(f"{server.url}/api/info")[1]["pids"]["workers"]
-        return (len(workers) == WORKERS and all(alive(p) for p in workers)
-                and not set(workers) & set(killed))
+        return (
+            len(workers) == WORKERS
+            and all(alive(p) for p in workers)
+            and not set(workers) & set(killed)
+        )
+
     assert wait_until(full_pool, 20), http(f"{server.url}/api/info")[1]["pids"]
     assert not any(alive(p) for p in killed)
     log = log_text(server.log_file)  # the load's access log rotates it
     deaths = re.findall(r"died with exit code -9; (\d+) job\(s\) to run again", log)
     assert len(deaths) == len(killed) >= KILLS // 2
     swept = re.findall(r"(\d+) job\(s\) were taken by a worker that died", log)
-    print(f"\n{len(killed)} workers killed, {len(load.acknowledged)} jobs, "
-          f"{sum(map(int, deaths + swept))} run again, all done with the reference "
-          f"answer; pool back to {WORKERS} live workers")
+    print(
+        f"\n{len(killed)} workers killed, {len(load.acknowledged)} jobs, "
+        f"{sum(map(int, deaths + swept))} run again, all done with the reference "
+        f"answer; pool back to {WORKERS} live workers"
+    )
 
 
 async def test_a_poison_job_is_abandoned_alone(demo_csv, tmp_path):
@@ -93,9 +104,17 @@ async def test_a_poison_job_is_abandoned_alone(demo_csv, tmp_path):
     pool = LocalPool(shared.handle, WORKERS, files, on_done)
     pool.start()
     try:
-        pool.submit([Job(i, "state_mean", Poison(QUESTIONS[0]) if i == poison
-                         else QUESTIONS[i % len(QUESTIONS)], STATES[i % len(STATES)])
-                     for i in range(1, count + 1)])
+        pool.submit(
+            [
+                Job(
+                    i,
+                    "state_mean",
+                    Poison(QUESTIONS[0]) if i == poison else QUESTIONS[i % len(QUESTIONS)],
+                    STATES[i % len(STATES)],
+                )
+                for i in range(1, count + 1)
+            ]
+        )
         await asyncio.wait_for(finished.wait(), 60)
         deaths = pool.deaths
     finally:
@@ -106,5 +125,7 @@ async def test_a_poison_job_is_abandoned_alone(demo_csv, tmp_path):
     assert innocent == [], f"{len(innocent)} innocent jobs abandoned with the poison"
     # one death in its first (shared) batch, then MAX_ATTEMPTS alone
     assert MAX_ATTEMPTS <= deaths <= MAX_ATTEMPTS + 1
-    print(f"\npoison job abandoned after {deaths} worker deaths; "
-          f"{pool.reruns} re-runs, all {count - 1} others done")
+    print(
+        f"\npoison job abandoned after {deaths} worker deaths; "
+        f"{pool.reruns} re-runs, all {count - 1} others done"
+    )

@@ -18,6 +18,7 @@ before the client's 200, FINISH (result → state → XACK → XDEL → retentio
 after a worker's batch. Both name job keys they build themselves, which a single
 Redis allows (a Redis Cluster would not; this design targets one primary).
 """
+
 from __future__ import annotations
 
 from redis.backoff import NoBackoff
@@ -133,14 +134,19 @@ def finish_keys(fingerprint: str) -> list[str]:
 
 
 def client_options(retry_class) -> dict:
-    return {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT,
-            "health_check_interval": HEALTH_CHECK, "retry": retry_class(NoBackoff(), 1)}
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK,
+        "retry": retry_class(NoBackoff(), 1),
+    }
 
 
 def async_client(url: str):
     """The front-end's client (redis.asyncio over hiredis)."""
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
+
     return Redis.from_url(url, **client_options(Retry))
 
 
@@ -148,6 +154,7 @@ def sync_client(url: str, socket_timeout: float = SOCKET_TIMEOUT):
     """A worker process's client; its blocking reads need a longer socket timeout."""
     from redis import Redis
     from redis.retry import Retry
+
     return Redis.from_url(url, **{**client_options(Retry), "socket_timeout": socket_timeout})
 
 
@@ -156,7 +163,11 @@ def register_cluster(client, fingerprint: str):
     returns the cluster's fingerprint (sync or async client: the caller awaits)."""
     return client.eval(
         "redis.call('HSETNX', KEYS[1], 'fingerprint', ARGV[1]) "
-        "return redis.call('HGET', KEYS[1], 'fingerprint')", 1, META, fingerprint)
+        "return redis.call('HGET', KEYS[1], 'fingerprint')",
+        1,
+        META,
+        fingerprint,
+    )
 
 
 def describe(url: str) -> str:

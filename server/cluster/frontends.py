@@ -20,6 +20,7 @@ This parent only supervises:
 Each front-end dies with the parent (PR_SET_PDEATHSIG), so a killed parent never
 leaves a front-end holding the port.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -37,7 +38,7 @@ from server.config import Settings
 
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
-STARTUP_REFUSED = 2     # serve()'s exit code when it cannot start (see server.serve)
+STARTUP_REFUSED = 2  # serve()'s exit code when it cannot start (see server.serve)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -46,9 +47,12 @@ def front_end_settings(settings: Settings, slot: int) -> Settings:
     (several processes rotating one file would lose records). The --workers local
     workers run once per machine, under front-end 1; the others are pure front-ends."""
     log = Path(settings.log_file)
-    return replace(settings, frontends=1,
-                   workers=settings.workers if slot == 1 else 0,
-                   log_file=str(log.with_name(f"{log.stem}-{slot}{log.suffix}")))
+    return replace(
+        settings,
+        frontends=1,
+        workers=settings.workers if slot == 1 else 0,
+        log_file=str(log.with_name(f"{log.stem}-{slot}{log.suffix}")),
+    )
 
 
 def _front_end(settings: Settings, parent: int) -> None:
@@ -62,6 +66,7 @@ def _front_end(settings: Settings, parent: int) -> None:
     if os.getppid() != parent:  # the parent died before prctl took effect
         sys.exit(1)
     from server.serve import serve
+
     sys.exit(serve(settings, reuse_port=True))
 
 
@@ -69,7 +74,7 @@ class Supervisor:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.context = mp.get_context("spawn")
-        self.running: dict[int, mp.process.BaseProcess] = {}   # slot → process
+        self.running: dict[int, mp.process.BaseProcess] = {}  # slot → process
         self.restarts: list[float] = []
         self.stopping = False
         self.exit_code = 0
@@ -79,20 +84,23 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         for slot in range(1, self.settings.frontends + 1):
             self._start(slot)
-        _say(f"{self.settings.frontends} front-ends on {self.settings.host}:"
-             f"{self.settings.port} (SO_REUSEPORT), supervisor pid {os.getpid()}")
+        _say(
+            f"{self.settings.frontends} front-ends on {self.settings.host}:"
+            f"{self.settings.port} (SO_REUSEPORT), supervisor pid {os.getpid()}"
+        )
         while self.running:
-            sentinels: dict[Any, int] = {p.sentinel: slot
-                                         for slot, p in self.running.items()}
+            sentinels: dict[Any, int] = {p.sentinel: slot for slot, p in self.running.items()}
             for ready in mp.connection.wait(list(sentinels), timeout=1.0):
                 self._ended(sentinels[ready])
         _say(f"all front-ends stopped; exit {self.exit_code}")
         return self.exit_code
 
     def _start(self, slot: int) -> None:
-        process = self.context.Process(target=_front_end, name=f"lestats-frontend-{slot}",
-                                       args=(front_end_settings(self.settings, slot),
-                                             os.getpid()))
+        process = self.context.Process(
+            target=_front_end,
+            name=f"lestats-frontend-{slot}",
+            args=(front_end_settings(self.settings, slot), os.getpid()),
+        )
         process.start()
         self.running[slot] = process
 
@@ -107,17 +115,20 @@ class Supervisor:
                 self.exit_code = max(self.exit_code, 1)
             return
         if code == 0:
-            _say(f"front-end {slot} (pid {process.pid}) shut down gracefully; "
-                 f"stopping the others")
+            _say(f"front-end {slot} (pid {process.pid}) shut down gracefully; stopping the others")
             self._stop_all(signal.SIGTERM)
         elif code == STARTUP_REFUSED:
-            _say(f"front-end {slot} (pid {process.pid}) could not start (its reason is "
-                 f"above); stopping")
+            _say(
+                f"front-end {slot} (pid {process.pid}) could not start (its reason is "
+                f"above); stopping"
+            )
             self.exit_code = STARTUP_REFUSED
             self._stop_all(signal.SIGTERM)
         elif self._crash_loop():
-            _say(f"front-end {slot} (pid {process.pid}) ended with {how}: more than "
-                 f"{MAX_RESTARTS} restarts in {RESTART_WINDOW:g} s; stopping")
+            _say(
+                f"front-end {slot} (pid {process.pid}) ended with {how}: more than "
+                f"{MAX_RESTARTS} restarts in {RESTART_WINDOW:g} s; stopping"
+            )
             self.exit_code = 1
             self._stop_all(signal.SIGTERM)
         else:

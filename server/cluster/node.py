@@ -13,6 +13,7 @@ NodePool starts these processes for `lestats worker` and for a front-end's own
 `--workers N`, replaces one that dies, and stops them: a stop lets each process finish
 and acknowledge the batch it holds, then exit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,16 +38,17 @@ log = logsetup.get("node")
 
 MAX_ATTEMPTS = 3
 MAX_BATCH = 64
-FORGET_AFTER = 10          # claim timeouts without a read: a consumer that is gone
-BLOCK_MS = 500             # a blocked read returns this often to look at the stop flag
+FORGET_AFTER = 10  # claim timeouts without a read: a consumer that is gone
+BLOCK_MS = 500  # a blocked read returns this often to look at the stop flag
 RECONNECT_PAUSE = (0.1, 2.0)  # first and longest pause between attempts to reach Redis
 
 
 class Consumer:
     """One worker process's side of the stream (used by tests without processes too)."""
 
-    def __init__(self, url: str, fingerprint: str, name: str, claim_timeout: float,
-                 max_results: int):
+    def __init__(
+        self, url: str, fingerprint: str, name: str, claim_timeout: float, max_results: int
+    ):
         self.redis = broker.sync_client(url, socket_timeout=BLOCK_MS / 1000 + 2)
         self.fingerprint = fingerprint
         self.stream = broker.stream(fingerprint)
@@ -64,8 +66,9 @@ class Consumer:
 
     def read(self) -> list[tuple[str, Job]]:
         try:
-            reply = self.redis.xreadgroup(broker.GROUP, self.name, {self.stream: ">"},
-                                          count=MAX_BATCH, block=BLOCK_MS)
+            reply = self.redis.xreadgroup(
+                broker.GROUP, self.name, {self.stream: ">"}, count=MAX_BATCH, block=BLOCK_MS
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -80,20 +83,23 @@ class Consumer:
         for consumer in self.redis.xinfo_consumers(self.stream, broker.GROUP):
             if consumer["pending"] == 0 and consumer["idle"] > FORGET_AFTER * self.claim_ms:
                 self.redis.xgroup_delconsumer(self.stream, broker.GROUP, consumer["name"])
-        idle = self.redis.xpending_range(self.stream, broker.GROUP, min="-", max="+",
-                                         count=MAX_BATCH, idle=self.claim_ms)
+        idle = self.redis.xpending_range(
+            self.stream, broker.GROUP, min="-", max="+", count=MAX_BATCH, idle=self.claim_ms
+        )
         if not idle:
             return [], 0
         poison = [p["message_id"] for p in idle if p["times_delivered"] >= MAX_ATTEMPTS]
-        body = worker.error_body(f"the job was running in {MAX_ATTEMPTS} worker processes "
-                                 "that stopped answering; it was abandoned")
+        body = worker.error_body(
+            f"the job was running in {MAX_ATTEMPTS} worker processes "
+            "that stopped answering; it was abandoned"
+        )
         for entry_id in poison:
             found = _jobs(self.redis.xrange(self.stream, entry_id, entry_id))
             job_id = found[0][1].id if found else 0  # 0: deleted meanwhile, just ack it
             self.finish([entry_id], [Outcome(job_id, False, body)])
-        _, claimed, _ = self.redis.xautoclaim(self.stream, broker.GROUP, self.name,
-                                              self.claim_ms, start_id="0-0",
-                                              count=MAX_BATCH)
+        _, claimed, _ = self.redis.xautoclaim(
+            self.stream, broker.GROUP, self.name, self.claim_ms, start_id="0-0", count=MAX_BATCH
+        )
         return _jobs(claimed), len(poison)
 
     def finish(self, entry_ids: list[str], outcomes: list[Outcome]) -> int:
@@ -111,14 +117,30 @@ def _jobs(entries) -> list[tuple[str, Job]]:
             continue  # deleted since it was delivered (7.0 reports such entries)
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         location = fields[b"location"].decode()
-        jobs.append((entry, Job(int(fields[b"id"]), fields[b"endpoint"].decode(),
-                                fields[b"question"].decode(), location or None,
-                                *broker.parse_years(fields.get(b"years")))))
+        jobs.append(
+            (
+                entry,
+                Job(
+                    int(fields[b"id"]),
+                    fields[b"endpoint"].decode(),
+                    fields[b"question"].decode(),
+                    location or None,
+                    *broker.parse_years(fields.get(b"years")),
+                ),
+            )
+        )
     return jobs
 
 
-def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
-                 claim_timeout: float, max_results: int, stop) -> None:
+def process_main(
+    index: int,
+    handle: SharedHandle,
+    url: str,
+    fingerprint: str,
+    claim_timeout: float,
+    max_results: int,
+    stop,
+) -> None:
     """Entry point of a worker process. The node's parent decides when it stops (the
     `stop` event); signals sent to the whole process group are ignored here."""
     worker.quiet_child()
@@ -127,10 +149,11 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     runner = worker.JobRunner(SharedDataset.attach(handle))
-    consumer = Consumer(url, fingerprint, f"{socket.gethostname()}-{os.getpid()}",
-                        claim_timeout, max_results)
+    consumer = Consumer(
+        url, fingerprint, f"{socket.gethostname()}-{os.getpid()}", claim_timeout, max_results
+    )
     pause = RECONNECT_PAUSE[0]
-    held: list = []          # a batch answered but not yet finished in Redis
+    held: list = []  # a batch answered but not yet finished in Redis
     next_reap = 0.0
     while not stop.is_set():
         try:
@@ -141,11 +164,15 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
                 next_reap = time.monotonic() + claim_timeout / 2
                 entries, abandoned = consumer.reap()
                 if abandoned:
-                    log.error("abandoned %d job(s) delivered %d times to workers that "
-                              "stopped answering", abandoned, MAX_ATTEMPTS)
+                    log.error(
+                        "abandoned %d job(s) delivered %d times to workers that stopped answering",
+                        abandoned,
+                        MAX_ATTEMPTS,
+                    )
                 if entries:
-                    log.warning("took over %d job(s) from workers that stopped answering",
-                                len(entries))
+                    log.warning(
+                        "took over %d job(s) from workers that stopped answering", len(entries)
+                    )
             else:
                 entries = consumer.read()
             if entries:
@@ -167,15 +194,24 @@ def process_main(index: int, handle: SharedHandle, url: str, fingerprint: str,
         try:
             consumer.finish(*held)
         except broker.UNREACHABLE:
-            log.warning("stopping before redis took the last batch; another worker "
-                        "will run it after claim_timeout")
+            log.warning(
+                "stopping before redis took the last batch; another worker "
+                "will run it after claim_timeout"
+            )
 
 
 class NodePool:
     """The worker processes of one node, attached to one shared dataset."""
 
-    def __init__(self, handle: SharedHandle, count: int, url: str, fingerprint: str,
-                 claim_timeout: float, max_results: int):
+    def __init__(
+        self,
+        handle: SharedHandle,
+        count: int,
+        url: str,
+        fingerprint: str,
+        claim_timeout: float,
+        max_results: int,
+    ):
         self._handle = handle
         self._count = count
         self._args = (url, fingerprint, claim_timeout, max_results)
@@ -189,9 +225,12 @@ class NodePool:
             self._spawn(index)
 
     def _spawn(self, index: int) -> None:
-        process = self._ctx.Process(target=process_main, name=f"lestats-node-{index}",
-                                    args=(index, self._handle, *self._args, self._stop),
-                                    daemon=True)
+        process = self._ctx.Process(
+            target=process_main,
+            name=f"lestats-node-{index}",
+            args=(index, self._handle, *self._args, self._stop),
+            daemon=True,
+        )
         process.start()
         self._processes[index] = process
 
@@ -203,8 +242,12 @@ class NodePool:
         for index, process in list(self._processes.items()):
             if process.exitcode is not None:
                 self.deaths += 1
-                log.error("worker process %d (pid %s) died with exit code %s; starting "
-                          "another", index, process.pid, process.exitcode)
+                log.error(
+                    "worker process %d (pid %s) died with exit code %s; starting another",
+                    index,
+                    process.pid,
+                    process.exitcode,
+                )
                 self._spawn(index)
 
     def stop_blocking(self, timeout: float = 30.0) -> None:
@@ -219,6 +262,7 @@ class NodePool:
 
     async def stop(self, timeout: float = 30.0) -> None:
         import asyncio
+
         await asyncio.get_running_loop().run_in_executor(None, self.stop_blocking, timeout)
 
     def pids(self) -> dict:
@@ -237,8 +281,7 @@ def run(settings) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     try:
         for name in reclaim_stale_segments():
-            log.warning("removed shared memory %s left by a process that no longer "
-                             "runs", name)
+            log.warning("removed shared memory %s left by a process that no longer runs", name)
         try:
             path = datasource.resolve(settings.data)
             dataset = load_csv(path)
@@ -254,25 +297,42 @@ def run(settings) -> int:
                 with broker.sync_client(settings.broker) as client:
                     recorded = broker.register_cluster(client, mark)
             except broker.UNREACHABLE as exc:
-                log.error("cannot start: redis at %s is unreachable (%s)",
-                               broker.describe(settings.broker), exc)
+                log.error(
+                    "cannot start: redis at %s is unreachable (%s)",
+                    broker.describe(settings.broker),
+                    exc,
+                )
                 return 2
             if recorded.decode() != mark:
-                log.error("cannot start: the data in %s (fingerprint %s) differs from "
-                               "the cluster's (%s); this node would answer on other data",
-                               path, mark, recorded.decode())
+                log.error(
+                    "cannot start: the data in %s (fingerprint %s) differs from "
+                    "the cluster's (%s); this node would answer on other data",
+                    path,
+                    mark,
+                    recorded.decode(),
+                )
                 return 2
-            pool = NodePool(shared.handle, settings.worker_count, settings.broker, mark,
-                            settings.claim_timeout, settings.max_results)
+            pool = NodePool(
+                shared.handle,
+                settings.worker_count,
+                settings.broker,
+                mark,
+                settings.claim_timeout,
+                settings.max_results,
+            )
             pool.start()
-            log.info("worker node ready: %d processes on %s (fingerprint %s), "
-                          "broker %s", settings.worker_count, path, mark,
-                          broker.describe(settings.broker), extra=logsetup.CONSOLE)
+            log.info(
+                "worker node ready: %d processes on %s (fingerprint %s), broker %s",
+                settings.worker_count,
+                path,
+                mark,
+                broker.describe(settings.broker),
+                extra=logsetup.CONSOLE,
+            )
             while not stopping:
                 time.sleep(0.2)
                 pool.replace_dead()
-            log.info("stopping: each process finishes its batch",
-                          extra=logsetup.CONSOLE)
+            log.info("stopping: each process finishes its batch", extra=logsetup.CONSOLE)
             pool.stop_blocking()
         finally:
             shared.release()

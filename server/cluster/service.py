@@ -12,6 +12,7 @@ num_jobs, health, begin_shutdown, drained, accepting), with the job space in Red
 - graceful shutdown: no new jobs; wait until every job this front-end acknowledged
   has finished (whichever worker runs it), then the caller stops the local workers.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +31,7 @@ from server.serve import StartupError
 
 log = logsetup.get("cluster")
 
-RECHECK = 2.0           # seconds: a waiting long poll looks at Redis at least this often
+RECHECK = 2.0  # seconds: a waiting long poll looks at Redis at least this often
 LISTEN_PAUSE = (0.1, 2.0)
 _STATES = {b"running": status.RUNNING, b"done": status.DONE, b"error": status.ERROR}
 
@@ -43,14 +44,14 @@ class ClusterJobService:
         self.accepting = False
         self.executor: Any = None
         self.fingerprint = ""
-        self.listeners: list = []           # (event, job, ok), as JobService's
+        self.listeners: list = []  # (event, job, ok), as JobService's
         self.idle_at_shutdown = False
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
         self._drained = asyncio.Event()
-        self._own: dict[int, Job] = {}      # acknowledged here, not yet seen finished
+        self._own: dict[int, Job] = {}  # acknowledged here, not yet seen finished
         self._waiters: dict[int, list[asyncio.Future]] = {}
-        self._highest = 0                   # the highest id this front-end has seen
+        self._highest = 0  # the highest id this front-end has seen
         self._tasks: list[asyncio.Task] = []
         self._redis: Any = None
 
@@ -66,23 +67,33 @@ class ClusterJobService:
                 raise StartupError(
                     f"this front-end's data (fingerprint {fingerprint}) differs from the "
                     f"cluster's ({recorded}); serve the same file, or empty the cluster "
-                    "first (docs/cluster.md)")
+                    "first (docs/cluster.md)"
+                )
             await self._redis.hset(broker.META, "max_results", self.retain)
             with contextlib.suppress(RedisError):  # BUSYGROUP: it exists
-                await self._redis.xgroup_create(broker.stream(fingerprint), broker.GROUP,
-                                                id="0", mkstream=True)
+                await self._redis.xgroup_create(
+                    broker.stream(fingerprint), broker.GROUP, id="0", mkstream=True
+                )
             self._highest = int(await self._redis.get(broker.NEXT_ID) or 0)
             policy = (await self._redis.info("memory")).get("maxmemory_policy")
         except broker.UNREACHABLE as exc:
-            raise StartupError(f"redis at {broker.describe(self.url)} is unreachable "
-                               f"({exc})") from None
+            raise StartupError(
+                f"redis at {broker.describe(self.url)} is unreachable ({exc})"
+            ) from None
         if policy not in (None, "noeviction"):
-            log.warning("redis evicts keys when full (maxmemory-policy %s): it could drop "
-                        "jobs; set maxmemory-policy noeviction (docs/cluster.md)", policy)
+            log.warning(
+                "redis evicts keys when full (maxmemory-policy %s): it could drop "
+                "jobs; set maxmemory-policy noeviction (docs/cluster.md)",
+                policy,
+            )
         self._submit = self._redis.register_script(broker.SUBMIT)
         self.in_background(self._listen())
-        log.info("joined the cluster at %s (data fingerprint %s)",
-                 broker.describe(self.url), fingerprint, extra=logsetup.CONSOLE)
+        log.info(
+            "joined the cluster at %s (data fingerprint %s)",
+            broker.describe(self.url),
+            fingerprint,
+            extra=logsetup.CONSOLE,
+        )
 
     def in_background(self, coroutine) -> None:
         """Run `coroutine` until close()."""
@@ -102,16 +113,35 @@ class ClusterJobService:
             await self._redis.aclose()
 
     # -- the routes' interface ------------------------------------------------------
-    async def submit(self, endpoint: str, question: str, state: str | None,
-                     year_start: int | None = None, year_end: int | None = None) -> int:
+    async def submit(
+        self,
+        endpoint: str,
+        question: str,
+        state: str | None,
+        year_start: int | None = None,
+        year_end: int | None = None,
+    ) -> int:
         if not self.accepting:
             raise ShuttingDown
         try:
             job_id = await self._submit(
-                keys=[broker.NEXT_ID, broker.RUNNING, broker.FINISHED,
-                      broker.stream(self.fingerprint)],
-                args=[endpoint, question, state or "", self.fingerprint, self._highest,
-                      self.max_queue, broker.JOB, broker.years_field(year_start, year_end)])
+                keys=[
+                    broker.NEXT_ID,
+                    broker.RUNNING,
+                    broker.FINISHED,
+                    broker.stream(self.fingerprint),
+                ],
+                args=[
+                    endpoint,
+                    question,
+                    state or "",
+                    self.fingerprint,
+                    self._highest,
+                    self.max_queue,
+                    broker.JOB,
+                    broker.years_field(year_start, year_end),
+                ],
+            )
         except broker.UNREACHABLE as exc:
             raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
         if job_id == 0:
@@ -119,8 +149,7 @@ class ClusterJobService:
         self._highest = max(self._highest, job_id)
         job = Job(job_id, endpoint, question, state, year_start, year_end)
         self._own[job_id] = job
-        log.info("job_id=%d running %s question=%r state=%r", job_id, endpoint,
-                 question, state)
+        log.info("job_id=%d running %s question=%r state=%r", job_id, endpoint, question, state)
         for listener in self.listeners:
             listener("submitted", job, True)
         return job_id
@@ -204,8 +233,11 @@ class ClusterJobService:
 
     def begin_shutdown(self) -> None:
         if self.accepting:
-            log.info("graceful shutdown: no new jobs; %d acknowledged here still running",
-                     len(self._own), extra=logsetup.CONSOLE)
+            log.info(
+                "graceful shutdown: no new jobs; %d acknowledged here still running",
+                len(self._own),
+                extra=logsetup.CONSOLE,
+            )
         if not self.shutdown_requested.is_set():
             self.idle_at_shutdown = not self._own  # nothing to collect: no linger
         self.accepting = False
@@ -244,15 +276,17 @@ class ClusterJobService:
                     self._wake_all()  # notices may have been missed while away
                     pause = LISTEN_PAUSE[0]
                     while True:
-                        message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                           timeout=1.0)
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=1.0
+                        )
                         if message is not None and message["type"] == "message":
                             for item in message["data"].split(b","):
                                 job_id, _, ok = item.partition(b":")
                                 self._finished(int(job_id), ok == b"1")
             except broker.UNREACHABLE as exc:
-                log.warning("lost the subscription to finished jobs (%s); again in "
-                            "%.1f s", exc, pause)
+                log.warning(
+                    "lost the subscription to finished jobs (%s); again in %.1f s", exc, pause
+                )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, LISTEN_PAUSE[1])
 
@@ -287,8 +321,14 @@ async def start(service: ClusterJobService, shared, settings, stack, mark: str) 
 
     await service.open(mark)
     stack.push_async_callback(service.close)
-    pool = NodePool(shared.handle, settings.workers, settings.broker, mark,
-                    settings.claim_timeout, settings.max_results)
+    pool = NodePool(
+        shared.handle,
+        settings.workers,
+        settings.broker,
+        mark,
+        settings.claim_timeout,
+        settings.max_results,
+    )
     pool.start()
     stack.push_async_callback(pool.stop)
     service.in_background(_replace_dead(pool))

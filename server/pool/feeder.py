@@ -7,6 +7,7 @@ feeder's thread — put a batch, count the queue, tell the workers to stop — a
 thread reports back with loop.call_soon_threadsafe. A thread stuck in a call to a
 stopped manager is a daemon and is freed by kill(), which SIGKILLs the manager.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,14 @@ _CLOSE = object()
 
 
 class Feeder:
-    def __init__(self, manager: SyncManager, jobs: queue.Queue[Any],
-                 loop: asyncio.AbstractEventLoop, on_counted: OnCounted, on_failed: OnFailed):
+    def __init__(
+        self,
+        manager: SyncManager,
+        jobs: queue.Queue[Any],
+        loop: asyncio.AbstractEventLoop,
+        on_counted: OnCounted,
+        on_failed: OnFailed,
+    ):
         self.jobs = jobs  # the proxy each worker process gets
         self._manager = manager
         self._process: BaseProcess = getattr(manager, "_process")  # noqa: B009 (private)
@@ -55,8 +62,14 @@ class Feeder:
         self._thread = threading.Thread(target=self._run, name="pool-feeder", daemon=True)
 
     @classmethod
-    def start(cls, ctx: BaseContext, size: int, loop: asyncio.AbstractEventLoop,
-              on_counted: OnCounted, on_failed: OnFailed) -> Feeder:
+    def start(
+        cls,
+        ctx: BaseContext,
+        size: int,
+        loop: asyncio.AbstractEventLoop,
+        on_counted: OnCounted,
+        on_failed: OnFailed,
+    ) -> Feeder:
         """Start a manager process and its queue (blocking: not on the event loop once
         the server serves)."""
         manager = SyncManager(ctx=ctx)
@@ -96,15 +109,17 @@ class Feeder:
         """The manager is dead or useless: end it now, and reap it in a thread."""
         self._commands.put(_CLOSE)
         _kill(self._process)
-        threading.Thread(target=self._manager.shutdown, name="pool-manager-reap",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._manager.shutdown, name="pool-manager-reap", daemon=True
+        ).start()
 
     def shutdown(self, timeout: float) -> None:
         """Blocking, bounded: ask the manager to exit, SIGKILL it if it does not (a
         stopped manager never answers)."""
         self._commands.put(_CLOSE)
-        asking = threading.Thread(target=self._manager.shutdown, name="pool-manager-stop",
-                                  daemon=True)
+        asking = threading.Thread(
+            target=self._manager.shutdown, name="pool-manager-stop", daemon=True
+        )
         asking.start()
         asking.join(timeout)
         if asking.is_alive():

@@ -27,6 +27,7 @@ The rules (docs/pool.md "When a worker or the manager dies"):
   no job: the manager's death is not the job's fault;
 - the first outcome of a job counts; a later one (of a re-run) is ignored.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ Batch = tuple[Job, ...]
 @dataclass
 class Holder:
     """What the ledger knows of one worker process."""
-    heard: float                      # the last message from it (or its start)
-    busy_since: float | None = None   # when it took the batch it holds, if any
+
+    heard: float  # the last message from it (or its start)
+    busy_since: float | None = None  # when it took the batch it holds, if any
     owned: set[int] = field(default_factory=set)
 
 
@@ -65,26 +67,33 @@ class Abandoned:
 
 
 class Ledger:
-    def __init__(self, size: int, job_timeout: float, *, max_attempts: int = MAX_ATTEMPTS,
-                 max_batch: int = MAX_BATCH, grace: float = SWEEP_SECONDS):
+    def __init__(
+        self,
+        size: int,
+        job_timeout: float,
+        *,
+        max_attempts: int = MAX_ATTEMPTS,
+        max_batch: int = MAX_BATCH,
+        grace: float = SWEEP_SECONDS,
+    ):
         self.size = size
         self.job_timeout = job_timeout
         self.max_attempts = max_attempts
         self.max_batch = max_batch
         self.grace = grace
-        self.inflight: dict[int, Job] = {}         # submitted, not yet finished
-        self.pending: deque[Job] = deque()         # not yet handed to the manager queue
+        self.inflight: dict[int, Job] = {}  # submitted, not yet finished
+        self.pending: deque[Job] = deque()  # not yet handed to the manager queue
         self.queued: dict[int, tuple[float, int]] = {}  # id → (when, batch number)
         self.workers: dict[int, Holder] = {}
-        self.attempts: dict[int, int] = {}         # deaths in a batch of one
-        self.alone: set[int] = set()               # lost in a bigger batch: next time alone
-        self.suspects: set[int] = set()            # unreported at the last sweep
-        self.waiting_batches = 0                   # in the manager queue, not yet taken
-        self.handed = 0                            # batches handed so far (numbers them)
-        self.newest_taken = 0                      # number of the newest batch taken
-        self.emptied = 0                           # queue seen empty after this batch
+        self.attempts: dict[int, int] = {}  # deaths in a batch of one
+        self.alone: set[int] = set()  # lost in a bigger batch: next time alone
+        self.suspects: set[int] = set()  # unreported at the last sweep
+        self.waiting_batches = 0  # in the manager queue, not yet taken
+        self.handed = 0  # batches handed so far (numbers them)
+        self.newest_taken = 0  # number of the newest batch taken
+        self.emptied = 0  # queue seen empty after this batch
         self.last_taken = 0.0
-        self.reruns = 0                            # jobs run again after a loss
+        self.reruns = 0  # jobs run again after a loss
 
     # -- jobs in -------------------------------------------------------------------
     def submit(self, jobs: Iterable[Job]) -> None:
@@ -154,8 +163,9 @@ class Ledger:
         holder.busy_since = now
         holder.owned |= ids & self.inflight.keys()
 
-    def done(self, worker: int, outcomes: Iterable[Outcome],
-             now: float) -> list[tuple[Job, Outcome]]:
+    def done(
+        self, worker: int, outcomes: Iterable[Outcome], now: float
+    ) -> list[tuple[Job, Outcome]]:
         """The outcomes that count: the first of each job still in flight."""
         holder = self.workers.get(worker)
         if holder is not None:
@@ -216,13 +226,13 @@ class Ledger:
         is suspected only after `grace` seconds unreported and lost only if still
         unreported at the next sweep (a live worker reports within microseconds).
         Running a job twice is harmless: only the first outcome counts."""
-        old = {i: number for i, (since, number) in self.queued.items()
-               if since < now - self.grace}
+        old = {i: number for i, (since, number) in self.queued.items() if since < now - self.grace}
         if not old:
             self.suspects = set()
             return []
-        gone = {i for i, number in old.items()
-                if number < self.newest_taken or number <= self.emptied}
+        gone = {
+            i for i, number in old.items() if number < self.newest_taken or number <= self.emptied
+        }
         lost_ids = gone & self.suspects
         self.suspects = gone - lost_ids
         for job_id in lost_ids:
@@ -240,8 +250,11 @@ class Ledger:
             self.waiting_batches = waiting + max(0, self.handed - upto)
 
     def stalled(self, now: float) -> bool:
-        return (self.waiting_batches >= QUEUE_DEPTH * self.size and bool(self.pending)
-                and self.last_taken < now - self.grace)
+        return (
+            self.waiting_batches >= QUEUE_DEPTH * self.size
+            and bool(self.pending)
+            and self.last_taken < now - self.grace
+        )
 
     def overdue(self, now: float, manager_answers: bool) -> list[int]:
         """Workers to kill: one that has held a batch longer than job_timeout, or one

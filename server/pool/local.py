@@ -27,6 +27,7 @@ that does; a short-lived thread starts a new manager after one died; the default
 executor writes the error files of abandoned jobs. The rules themselves live in
 server/pool/ledger.py; docs/pool.md tells the whole story.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -63,13 +64,19 @@ JOB_TIMEOUT = 60.0
 class _Worker:
     process: BaseProcess
     pipe: Connection
-    generation: int        # the manager it was started for
-    killed: bool = False   # by the pool (overdue): do not kill again
+    generation: int  # the manager it was started for
+    killed: bool = False  # by the pool (overdue): do not kill again
 
 
 class LocalPool:
-    def __init__(self, handle: SharedHandle, workers: int, files: ResultFiles,
-                 on_done: OnDone, job_timeout: float = JOB_TIMEOUT):
+    def __init__(
+        self,
+        handle: SharedHandle,
+        workers: int,
+        files: ResultFiles,
+        on_done: OnDone,
+        job_timeout: float = JOB_TIMEOUT,
+    ):
         self._handle = handle
         self._size = workers
         self._files = files
@@ -90,8 +97,8 @@ class LocalPool:
         self._starter: threading.Thread | None = None
         self._start_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._throttle = Throttle(log)
-        self.deaths = 0            # workers that died unexpectedly
-        self.timeouts = 0          # workers killed by job_timeout (held a batch, or silent)
+        self.deaths = 0  # workers that died unexpectedly
+        self.timeouts = 0  # workers killed by job_timeout (held a batch, or silent)
         self.manager_restarts = 0
         self.spawn_failures = 0
 
@@ -104,16 +111,18 @@ class LocalPool:
     def start(self) -> None:
         """Start the manager and the workers (blocking: before the server serves)."""
         self._loop = asyncio.get_running_loop()
-        self._use(Feeder.start(self._ctx, self._size, self._loop, self._counted,
-                               self._feeder_failed))
+        self._use(
+            Feeder.start(self._ctx, self._size, self._loop, self._counted, self._feeder_failed)
+        )
         self._ticker = self._loop.call_later(SWEEP_SECONDS, self._tick)
 
     def _use(self, feeder: Feeder) -> None:
         self._feeder = feeder
         self._generation += 1
         self._counting_since = None
-        self._loop.add_reader(feeder.sentinel, self._manager_lost, feeder,
-                              "the manager process died")
+        self._loop.add_reader(
+            feeder.sentinel, self._manager_lost, feeder, "the manager process died"
+        )
         self._fill()
         self._flush()
 
@@ -129,9 +138,14 @@ class LocalPool:
             except OSError as exc:
                 self.spawn_failures += 1
                 delay = self._spawn_backoff.next()
-                self._throttle.error("spawn", "cannot start a worker process (%s); %d of %d "
-                                     "running; trying again in %.1f s", exc, self._live(),
-                                     self._size, delay)
+                self._throttle.error(
+                    "spawn",
+                    "cannot start a worker process (%s); %d of %d running; trying again in %.1f s",
+                    exc,
+                    self._live(),
+                    self._size,
+                    delay,
+                )
                 self._spawn_later = self._loop.call_later(delay, self._fill)
                 return
         self._spawn_backoff.reset()
@@ -142,8 +156,11 @@ class LocalPool:
         receiver, sender = self._ctx.Pipe(duplex=False)
         try:
             process = self._ctx.Process(
-                target=worker.main, name=f"lestats-worker-{index}", daemon=True,
-                args=(index, self._handle, feeder.jobs, sender, os.getpid(), self._files))
+                target=worker.main,
+                name=f"lestats-worker-{index}",
+                daemon=True,
+                args=(index, self._handle, feeder.jobs, sender, os.getpid(), self._files),
+            )
             process.start()
         except BaseException:
             receiver.close()
@@ -183,15 +200,19 @@ class LocalPool:
         self._start_requests.put(False)  # after: its manager dies with it
 
     def pids(self) -> dict[str, Any]:
-        return {"workers": [w.process.pid for w in self._workers.values()
-                            if w.generation == self._generation],
-                "manager": self._feeder.pid if self._feeder is not None else None}
+        return {
+            "workers": [
+                w.process.pid for w in self._workers.values() if w.generation == self._generation
+            ],
+            "manager": self._feeder.pid if self._feeder is not None else None,
+        }
 
     def health(self) -> dict[str, Any]:
         """Ready or not and why (GET /readyz, /api/info), with the pool's counters."""
         live = self._live()
-        waited = (time.monotonic() - self._counting_since
-                  if self._counting_since is not None else 0.0)
+        waited = (
+            time.monotonic() - self._counting_since if self._counting_since is not None else 0.0
+        )
         reason = None
         if self._stopping:
             reason = "the worker pool is stopping"
@@ -201,10 +222,17 @@ class LocalPool:
             reason = f"the pool's manager process has not answered for {waited:.0f} s"
         elif live < self._size:
             reason = f"{live} of {self._size} worker processes are running"
-        return {"ready": reason is None, "reason": reason, "workers": live,
-                "size": self._size, "deaths": self.deaths, "reruns": self.reruns,
-                "timeouts": self.timeouts, "manager_restarts": self.manager_restarts,
-                "spawn_failures": self.spawn_failures}
+        return {
+            "ready": reason is None,
+            "reason": reason,
+            "workers": live,
+            "size": self._size,
+            "deaths": self.deaths,
+            "reruns": self.reruns,
+            "timeouts": self.timeouts,
+            "manager_restarts": self.manager_restarts,
+            "spawn_failures": self.spawn_failures,
+        }
 
     # -- submission ------------------------------------------------------------------------
     def submit(self, jobs: Iterable[Job]) -> None:
@@ -264,11 +292,19 @@ class LocalPool:
         try:
             self._on_done(finished)
         except OSError as exc:
-            self._throttle.error("on_done-os", "the job service could not record %d "
-                                 "finished job(s): %s", len(finished), exc)
+            self._throttle.error(
+                "on_done-os",
+                "the job service could not record %d finished job(s): %s",
+                len(finished),
+                exc,
+            )
         except Exception:  # noqa: BLE001 (a bug elsewhere must not stop the pool)
-            self._throttle.error("on_done", "the job service failed on %d finished "
-                                 "job(s)", len(finished), exc_info=True)
+            self._throttle.error(
+                "on_done",
+                "the job service failed on %d finished job(s)",
+                len(finished),
+                exc_info=True,
+            )
 
     def _worker_died(self, index: int) -> None:
         found = self._workers[index]
@@ -286,8 +322,13 @@ class LocalPool:
         if self._stopping or found.generation != self._generation:
             return  # stopped by us, or with its manager: nothing of it to run again
         self.deaths += 1
-        log.error("worker %d (pid %s) died with exit code %s; %d job(s) to run again",
-                  index, found.process.pid, found.process.exitcode, len(lost))
+        log.error(
+            "worker %d (pid %s) died with exit code %s; %d job(s) to run again",
+            index,
+            found.process.pid,
+            found.process.exitcode,
+            len(lost),
+        )
         self._fill()
         self._retry(lost)
 
@@ -310,8 +351,10 @@ class LocalPool:
         """Executor thread: the error result of each abandoned job, on disk."""
         finished = []
         for item in abandoned:
-            body = worker.error_body(f"the job was running in {item.attempts} worker "
-                                     "processes that died; it was abandoned")
+            body = worker.error_body(
+                f"the job was running in {item.attempts} worker "
+                "processes that died; it was abandoned"
+            )
             try:
                 self._files.write(item.job.id, False, body)
                 self._files.commit()
@@ -330,8 +373,7 @@ class LocalPool:
         now = time.monotonic()
         lost = self._ledger.sweep(now)
         if lost:
-            log.error("%d job(s) were taken by a worker that died; running them again",
-                      len(lost))
+            log.error("%d job(s) were taken by a worker that died; running them again", len(lost))
             self._retry(lost)
         waited = now - self._counting_since if self._counting_since is not None else 0.0
         for index in self._ledger.overdue(now, waited <= MANAGER_PATIENCE):
@@ -340,8 +382,9 @@ class LocalPool:
             self._counting_since = now
             feeder.count(self._ledger.handed)
         elif waited > self._ledger.job_timeout:
-            self._manager_lost(feeder, f"the manager process has not answered for "
-                                       f"{waited:.0f} s (job_timeout)")
+            self._manager_lost(
+                feeder, f"the manager process has not answered for {waited:.0f} s (job_timeout)"
+            )
 
     def _counted(self, feeder: Feeder, waiting: int, upto: int) -> None:
         if feeder is not self._feeder:
@@ -357,10 +400,18 @@ class LocalPool:
         found.killed = True
         self.timeouts += 1
         holder = self._ledger.workers[index]
-        doing = (f"has held a batch of {len(holder.owned)} job(s)"
-                 if holder.busy_since is not None else "has said nothing")
-        log.error("worker %d (pid %s) %s for more than %g s (job_timeout); killing it",
-                  index, found.process.pid, doing, self._ledger.job_timeout)
+        doing = (
+            f"has held a batch of {len(holder.owned)} job(s)"
+            if holder.busy_since is not None
+            else "has said nothing"
+        )
+        log.error(
+            "worker %d (pid %s) %s for more than %g s (job_timeout); killing it",
+            index,
+            found.process.pid,
+            doing,
+            self._ledger.job_timeout,
+        )
         found.process.kill()  # its sentinel fires: the usual death, the usual rules
 
     # -- the manager -----------------------------------------------------------------------
@@ -373,8 +424,11 @@ class LocalPool:
         fault). Results already written stay; a job that finishes twice counts once."""
         if feeder is not self._feeder or self._stopping:
             return
-        log.error("%s; starting a new manager and new workers; %d unfinished job(s) "
-                  "will run again", reason, len(self._ledger.inflight))
+        log.error(
+            "%s; starting a new manager and new workers; %d unfinished job(s) will run again",
+            reason,
+            len(self._ledger.inflight),
+        )
         self._feeder = None
         self._generation += 1  # its workers' deaths are no longer the pool's losses
         self.manager_restarts += 1
@@ -391,8 +445,9 @@ class LocalPool:
     def _restart(self) -> None:
         self._restart_later = None
         if self._starter is None:
-            self._starter = threading.Thread(target=self._start_feeders,
-                                             name="pool-manager-starter", daemon=True)
+            self._starter = threading.Thread(
+                target=self._start_feeders, name="pool-manager-starter", daemon=True
+            )
             self._starter.start()
         self._start_requests.put(True)
 
@@ -402,8 +457,9 @@ class LocalPool:
         with the thread that started it (PR_SET_PDEATHSIG, worker.quiet_child)."""
         while self._start_requests.get():
             try:
-                feeder = Feeder.start(self._ctx, self._size, self._loop, self._counted,
-                                      self._feeder_failed)
+                feeder = Feeder.start(
+                    self._ctx, self._size, self._loop, self._counted, self._feeder_failed
+                )
             except Exception as exc:  # noqa: BLE001 (reported on the loop, tried again)
                 self._tell(self._restart_failed, exc)
                 continue
@@ -422,16 +478,18 @@ class LocalPool:
             feeder.kill()
             return
         self._restart_backoff.reset()
-        log.warning("a new manager process (pid %s) is running; starting %d workers",
-                    feeder.pid, self._size)
+        log.warning(
+            "a new manager process (pid %s) is running; starting %d workers", feeder.pid, self._size
+        )
         self._use(feeder)
 
     def _restart_failed(self, exc: BaseException) -> None:
         if self._stopping:
             return
         delay = self._restart_backoff.next()
-        self._throttle.error("manager", "cannot start a manager process (%s); trying again "
-                             "in %.1f s", exc, delay)
+        self._throttle.error(
+            "manager", "cannot start a manager process (%s); trying again in %.1f s", exc, delay
+        )
         self._restart_later = self._loop.call_later(delay, self._restart)
 
 

@@ -1,4 +1,5 @@
 """How often the pool tries again after a failure, and how often it says so."""
+
 from __future__ import annotations
 
 import logging

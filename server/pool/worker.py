@@ -2,6 +2,7 @@
 
 It takes batches from the manager queue, writes each result file (server.results)
 and reports on its own pipe; compute/ only supplies the dataset and the statistics."""
+
 from __future__ import annotations
 
 import ctypes
@@ -74,11 +75,16 @@ class JobRunner:
         if body is not None:
             return Outcome(job.id, True, body)
         try:
-            data = answer(self.dataset, job.endpoint, job.question, job.state,
-                          job.year_start, job.year_end)
+            data = answer(
+                self.dataset, job.endpoint, job.question, job.state, job.year_start, job.year_end
+            )
         except Exception:  # noqa: BLE001 (any failure of one job is that job's error)
-            return Outcome(job.id, False, error_body("the statistic could not be computed"),
-                           traceback.format_exc())
+            return Outcome(
+                job.id,
+                False,
+                error_body("the statistic could not be computed"),
+                traceback.format_exc(),
+            )
         body = b'{"status": "done", "data": ' + data + b"}"
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
@@ -109,12 +115,23 @@ def _persist(sink: ResultSink, outcome: Outcome) -> Outcome:
 
 def _unstored(outcome: Outcome, exc: OSError) -> Outcome:
     """Not an answer: the parent runs the job again once the storage works."""
-    return Outcome(outcome.id, False, error_body("the result could not be stored"),
-                   f"writing the result failed: {exc}", stored=False)
+    return Outcome(
+        outcome.id,
+        False,
+        error_body("the result could not be stored"),
+        f"writing the result failed: {exc}",
+        stored=False,
+    )
 
 
-def main(index: int, handle: SharedHandle, jobs: queue.Queue[Batch | None],
-         conn: Connection, parent_pid: int, sink: ResultSink) -> None:
+def main(
+    index: int,
+    handle: SharedHandle,
+    jobs: queue.Queue[Batch | None],
+    conn: Connection,
+    parent_pid: int,
+    sink: ResultSink,
+) -> None:
     """Entry point of a worker process (index names it in the parent's bookkeeping)."""
     quiet_child()
     runner = JobRunner(SharedDataset.attach(handle))
@@ -140,7 +157,13 @@ def main(index: int, handle: SharedHandle, jobs: queue.Queue[Batch | None],
                 sink.commit()
             except OSError as exc:  # the files may not survive a power loss
                 outcomes = [_unstored(outcome, exc) for outcome in outcomes]
-            conn.send(Done(index, tuple(runner.report(job, outcome)
-                                        for job, outcome in zip(batch.jobs, outcomes))))
+            conn.send(
+                Done(
+                    index,
+                    tuple(
+                        runner.report(job, outcome) for job, outcome in zip(batch.jobs, outcomes)
+                    ),
+                )
+            )
         except (BrokenPipeError, EOFError, OSError):
             return

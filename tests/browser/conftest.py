@@ -1,6 +1,7 @@
 """The real headless Chromium every browser test drives (Debian's, through Playwright
 with its executable path set, so no browser is downloaded). A missing browser or
 Playwright FAILS the test: a skipped browser test would let a broken page land."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,16 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 BROWSER_MS = 30_000
 
 
@@ -21,10 +29,12 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is not installed: run `make test` "
-                    "(pip install -r requirements-dev.txt)")
+        pytest.fail(
+            "playwright is not installed: run `make test` (pip install -r requirements-dev.txt)"
+        )
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=BROWSER_MS)
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=BROWSER_MS
+        )
         yield chromium
         chromium.close()

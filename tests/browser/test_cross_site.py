@@ -8,6 +8,7 @@ without asking (a no-cors fetch with a text/plain body, a form), plus a JSON fet
 accept no job, and log each refusal; the dashboard's own origin must still submit
 jobs with fetch. tests/test_cross_site.py covers the same rules header by header.
 """
+
 from __future__ import annotations
 
 import http.server
@@ -74,8 +75,7 @@ def attacker(server):
     thread.join(10)
 
 
-def test_a_page_on_another_origin_can_neither_stop_the_server_nor_submit(
-        browser, server, attacker):
+def test_a_page_on_another_origin_can_neither_stop_the_server_nor_submit(browser, server, attacker):
     context = browser.new_context()
     context.set_default_timeout(BROWSER_MS)
     try:
@@ -89,9 +89,13 @@ def test_a_page_on_another_origin_can_neither_stop_the_server_nor_submit(
         assert outcomes[1].startswith("failed"), outcomes
         log = lambda: log_text(server.log_file)  # noqa: E731
         # Each attempt reached the server and was refused there, not by the browser.
-        assert wait_until(lambda: log().count(
-            "refused cross-site GET /api/graceful_shutdown") >= 2
-            and log().count("refused cross-site POST /api/best5") >= 2, 15), log()[-3000:]
+        assert wait_until(
+            lambda: (
+                log().count("refused cross-site GET /api/graceful_shutdown") >= 2
+                and log().count("refused cross-site POST /api/best5") >= 2
+            ),
+            15,
+        ), log()[-3000:]
     finally:
         context.close()
     assert server.get("/readyz") == (200, {"status": "ready"})
@@ -105,12 +109,15 @@ def test_the_servers_own_page_still_submits_jobs(browser, server):
     try:
         tab = context.new_page()
         tab.goto(f"{server.url}/")
-        answer = tab.evaluate("""async (question) => {
+        answer = tab.evaluate(
+            """async (question) => {
             const response = await fetch("/api/best5", {method: "POST",
                 headers: {"Content-Type": "application/json"},
                 body: JSON.stringify({question})});
             return [response.status, await response.json()];
-        }""", QUESTIONS[0])
+        }""",
+            QUESTIONS[0],
+        )
     finally:
         context.close()
     status, body = answer

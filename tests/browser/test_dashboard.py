@@ -9,6 +9,7 @@ The server runs as an operator starts it (`python -m server serve …`, through
 tests/support/live.py) on a free loopback port over synthetic demo data made in the
 test's temp dir, and is stopped with SIGTERM at the end. Every wait is bounded.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,8 +43,9 @@ def chart_library() -> None:
     npm = shutil.which("npm")
     if npm is None:
         pytest.fail(f"{LIBRARIES} are missing and npm is not installed: run `make web`")
-    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=ROOT / "web",
-                   check=True, timeout=300)
+    subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=ROOT / "web", check=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +53,22 @@ def server(tmp_path_factory, chart_library):
     """A real server (tests/support/live.py) over the full-size demo data."""
     tmp = tmp_path_factory.mktemp("server")
     data = tmp / "demo.csv"
-    subprocess.run([sys.executable, "-m", "server", "data", "demo", str(data)],
-                   cwd=ROOT, check=True, timeout=120, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "server", "data", "demo", str(data)],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     live = start_server(tmp, data=data, ready_timeout=START_SECONDS)
     try:
         try:
             urllib.request.urlopen(f"{live.url}/", timeout=5).close()
         except urllib.error.HTTPError:
-            pytest.fail("the server does not serve the dashboard at /: server/app.py "
-                        "must call add_dashboard_routes(app)")
+            pytest.fail(
+                "the server does not serve the dashboard at /: server/app.py "
+                "must call add_dashboard_routes(app)"
+            )
         yield live
     finally:
         assert live.stop(timeout=STOP_SECONDS) == 0, live.text()
@@ -70,16 +79,20 @@ def page(browser, server):
     """A fresh page, plus the console errors and page errors it reports (a CSP
     violation shows up there). Reduced motion makes the dashboard skip animations,
     so bars stand still where the test clicks."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                  reduced_motion="reduce")
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, reduced_motion="reduce")
     context.set_default_timeout(BROWSER_MS)
     tab = context.new_page()
     problems: list[str] = []
     tab.on("console", lambda m: m.type == "error" and problems.append(m.text))
     tab.on("pageerror", lambda e: problems.append(str(e)))
     # The page must work with no internet: it may ask its own server only.
-    tab.on("request", lambda r: r.url.startswith((f"{server.url}/", "data:"))
-           or problems.append(f"request to another origin: {r.url}"))
+    tab.on(
+        "request",
+        lambda r: (
+            r.url.startswith((f"{server.url}/", "data:"))
+            or problems.append(f"request to another origin: {r.url}")
+        ),
+    )
     yield tab, problems
     context.close()
 
@@ -103,8 +116,9 @@ def test_rank_states_then_break_one_down(page, server):
     assert tab.locator("#synthetic").is_visible() == info["synthetic"] is True
 
     tab.select_option("#question", question)
-    tab.wait_for_function("q => Chart.getChart('ranking')?.canvas.dataset.question === q",
-                          arg=question)
+    tab.wait_for_function(
+        "q => Chart.getChart('ranking')?.canvas.dataset.question === q", arg=question
+    )
     ranking = tab.evaluate("""() => {
         const chart = Chart.getChart('ranking');
         const bars = chart.getDatasetMeta(0);
@@ -127,15 +141,17 @@ def test_rank_states_then_break_one_down(page, server):
 
     state = "Alabama"
     tab.locator("#ranking").scroll_into_view_if_needed()  # it is below the map
-    x, y = tab.evaluate("""s => {
+    x, y = tab.evaluate(
+        """s => {
         const chart = Chart.getChart('ranking');
         const bar = chart.getDatasetMeta(0).data[chart.data.labels.indexOf(s)];
         const box = chart.canvas.getBoundingClientRect();
         return [box.left + bar.x, box.top + (bar.y + bar.base) / 2];
-    }""", state)
+    }""",
+        state,
+    )
     tab.mouse.click(x, y)
-    tab.wait_for_function("s => Chart.getChart('breakdown')?.canvas.dataset.state === s",
-                          arg=state)
+    tab.wait_for_function("s => Chart.getChart('breakdown')?.canvas.dataset.state === s", arg=state)
     breakdown = tab.evaluate("""() => {
         const chart = Chart.getChart('breakdown');
         return {labels: chart.data.labels, series: chart.data.datasets.map((d) => d.label),
@@ -164,12 +180,14 @@ def test_progress_is_shown_while_jobs_run(page, server):
             route.continue_()
         else:
             held.append(route)
+
     tab.route("**/api/get_results/**", hold)
     _open(tab, server.url)
     question = next(q["text"] for q in _questions(server) if q["direction"])
     tab.select_option("#question", question)
     tab.wait_for_function(
-        "() => document.getElementById('status-text').textContent.includes('0 of 2 jobs')")
+        "() => document.getElementById('status-text').textContent.includes('0 of 2 jobs')"
+    )
     assert tab.locator("#progress").is_visible()
     release.append(True)
     for route in held:
@@ -182,9 +200,14 @@ def test_progress_is_shown_while_jobs_run(page, server):
 
 def test_a_failed_request_is_shown_readably(page, server):
     tab, _ = page
-    tab.route("**/api/states_mean", lambda route: route.fulfill(
-        status=503, content_type="application/json",
-        body='{"status": "error", "reason": "shutting down"}'))
+    tab.route(
+        "**/api/states_mean",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"status": "error", "reason": "shutting down"}',
+        ),
+    )
     _open(tab, server.url)
     tab.select_option("#question", _questions(server)[0]["text"])
     error = tab.locator("#error")
@@ -196,9 +219,14 @@ def test_a_failed_request_is_shown_readably(page, server):
 def test_a_missing_chart_library_is_explained(page, server):
     tab, _ = page
     reason = "the chart library is not installed on the server; run `make web`"
-    tab.route("**/static/chart.umd.min.js", lambda route: route.fulfill(
-        status=503, content_type="application/json",
-        body=json.dumps({"status": "error", "reason": reason})))
+    tab.route(
+        "**/static/chart.umd.min.js",
+        lambda route: route.fulfill(
+            status=503,
+            content_type="application/json",
+            body=json.dumps({"status": "error", "reason": reason}),
+        ),
+    )
     tab.goto(f"{server.url}/")
     error = tab.locator("#error")
     error.wait_for(state="visible")
@@ -236,7 +264,8 @@ def _wait_map(tab, heading_part: str) -> dict:
         "h => document.querySelectorAll('#map path').length > 0 && "
         "document.getElementById('map-heading').textContent.includes(h) && "
         "!document.getElementById('status-text').textContent.includes('jobs finished')",
-        arg=heading_part)
+        arg=heading_part,
+    )
     return _map(tab)
 
 
@@ -282,14 +311,14 @@ def test_the_year_control_changes_what_is_shown(page, server):
     tab.select_option("#year-end", "2018")
     part = _shown_values(_wait_map(tab, "2016–2018"))
     assert part != whole
-    assert part == _answer(server, "states_mean", question=OBESITY, year_start=2016,
-                           year_end=2018)
+    assert part == _answer(server, "states_mean", question=OBESITY, year_start=2016, year_end=2018)
     assert "from=2016" in tab.url and "to=2018" in tab.url
     # the estimate, over the same years
     tab.select_option("#measure", "estimate")
     estimates = _shown_values(_wait_map(tab, "estimate"))
-    assert estimates == _expected_values(_answer(
-        server, "states_estimate", question=OBESITY, year_start=2016, year_end=2018), True)
+    assert estimates == _expected_values(
+        _answer(server, "states_estimate", question=OBESITY, year_start=2016, year_end=2018), True
+    )
     assert problems == []
 
 
@@ -300,8 +329,7 @@ def _download(tab, button: str) -> list[list]:
     with tab.expect_download() as caught:
         tab.click(button)
     rows = list(csv.reader(io.StringIO(Path(caught.value.path()).read_text())))
-    return [rows[0], *([row[0], *(float(c) if c else None for c in row[1:])]
-                       for row in rows[1:])]
+    return [rows[0], *([row[0], *(float(c) if c else None for c in row[1:])] for row in rows[1:])]
 
 
 def test_the_export_is_the_apis_answer(page, server):
@@ -310,15 +338,13 @@ def test_the_export_is_the_apis_answer(page, server):
     _wait_map(tab, "2013–2019")
     tab.wait_for_function("() => Chart.getChart('trend')?.canvas.dataset.state === 'Ohio'")
     rows = _download(tab, "#export-map")
-    answer = _answer(server, "states_estimate", question=OBESITY, year_start=2013,
-                     year_end=2019)
+    answer = _answer(server, "states_estimate", question=OBESITY, year_start=2013, year_end=2019)
     keys = ["estimate", "ci_low", "ci_high", "rows", "sample_size"]
     assert rows[0] == ["location", *keys]
     assert [row[0] for row in rows[1:]] == list(answer)  # the API's order
     for row in rows[1:]:
         estimate = answer[row[0]]
-        assert row[1:] == ([None] * 5 if estimate is None
-                           else [estimate[k] for k in keys]), row
+        assert row[1:] == ([None] * 5 if estimate is None else [estimate[k] for k in keys]), row
     assert any(answer.values()) and None in answer.values()  # both kinds were checked
 
     tab.select_option("#measure", "mean")
@@ -328,42 +354,50 @@ def test_the_export_is_the_apis_answer(page, server):
     assert rows[1:] == [[state, mean] for state, mean in means.items()]
 
     rows = _download(tab, "#export-trend")
-    trend = _answer(server, "state_trend", question=OBESITY, state="Ohio", year_start=2013,
-                    year_end=2019)["Ohio"]
+    trend = _answer(
+        server, "state_trend", question=OBESITY, state="Ohio", year_start=2013, year_end=2019
+    )["Ohio"]
     assert rows[0] == ["year", "mean", "estimate", "ci_low", "ci_high"]
     assert {row[0]: row[1] for row in rows[1:] if row[1] is not None} == trend
     for row in rows[1:]:
         year = int(row[0])
-        single = _answer(server, "state_estimate", question=OBESITY, state="Ohio",
-                         year_start=year, year_end=year)["Ohio"]
-        assert row[2:] == ([None] * 3 if single is None else
-                           [single[k] for k in ("estimate", "ci_low", "ci_high")])
+        single = _answer(
+            server, "state_estimate", question=OBESITY, state="Ohio", year_start=year, year_end=year
+        )["Ohio"]
+        assert row[2:] == (
+            [None] * 3 if single is None else [single[k] for k in ("estimate", "ci_low", "ci_high")]
+        )
     assert problems == []
 
 
 def test_a_shared_url_restores_the_view(page, server, tmp_path):
     tab, problems = page
-    question = next(q["text"] for q in _questions(server)
-                    if q["direction"] == "higher")
+    question = next(q["text"] for q in _questions(server) if q["direction"] == "higher")
     years = {"year_start": 2014, "year_end": 2020}
     estimates = _answer(server, "states_estimate", question=question, **years)
     # The state with the most Total rows in these years: its trend has a band.
-    state = max((s for s, e in estimates.items() if e and s not in NOT_ON_THE_MAP),
-                key=lambda s: (estimates[s]["rows"], s))
-    _open(tab, server.url, "?" + urllib.parse.urlencode(
-        {"question": question, "state": state, "from": 2014, "to": 2020,
-         "measure": "estimate"}))
+    state = max(
+        (s for s, e in estimates.items() if e and s not in NOT_ON_THE_MAP),
+        key=lambda s: (estimates[s]["rows"], s),
+    )
+    _open(
+        tab,
+        server.url,
+        "?"
+        + urllib.parse.urlencode(
+            {"question": question, "state": state, "from": 2014, "to": 2020, "measure": "estimate"}
+        ),
+    )
     shown = _wait_map(tab, "estimate")
-    tab.wait_for_function("s => Chart.getChart('trend')?.canvas.dataset.state === s",
-                          arg=state)
-    assert [tab.input_value(f"#{name}") for name in
-            ("question", "state", "year-start", "year-end", "measure")] == \
-        [question, state, "2014", "2020", "estimate"]
+    tab.wait_for_function("s => Chart.getChart('trend')?.canvas.dataset.state === s", arg=state)
+    assert [
+        tab.input_value(f"#{name}")
+        for name in ("question", "state", "year-start", "year-end", "measure")
+    ] == [question, state, "2014", "2020", "estimate"]
     assert "2014–2020" in shown["heading"]
     assert _shown_values(shown) == _expected_values(estimates, True)
     assert tab.inner_text("#detail-heading") == f"{state}, 2014–2020"
-    estimate = _answer(server, "state_estimate", question=question, state=state,
-                       **years)[state]
+    estimate = _answer(server, "state_estimate", question=question, state=state, **years)[state]
     mean = _answer(server, "state_mean", question=question, state=state, **years)[state]
     figures = tab.evaluate("""() => Object.fromEntries(
         [...document.querySelectorAll('#estimate dd')].map((d) => [d.id, d.dataset.value]))""")
@@ -385,8 +419,9 @@ def test_a_shared_url_restores_the_view(page, server, tmp_path):
 
 
 def test_usable_on_a_420_pixel_phone(browser, server):
-    context = browser.new_context(viewport={"width": 420, "height": 800},
-                                  reduced_motion="reduce", is_mobile=True)
+    context = browser.new_context(
+        viewport={"width": 420, "height": 800}, reduced_motion="reduce", is_mobile=True
+    )
     context.set_default_timeout(BROWSER_MS)
     tab = context.new_page()
     problems: list[str] = []

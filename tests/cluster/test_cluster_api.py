@@ -1,4 +1,5 @@
 """Two front-ends on one Redis: one job space, the same answers as the embedded mode."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ def test_submit_on_a_read_everything_from_b(tmp_path, broker, demo_csv):
     asked = {}
     for endpoint, spec in ENDPOINTS.items():
         for question in (LOWER_IS_BETTER[1], HIGHER_IS_BETTER[2]):
-            for state in (["Ohio", "National"] if spec.needs_state else [None]):
+            for state in ["Ohio", "National"] if spec.needs_state else [None]:
                 fields = {"question": question} | ({"state": state} if state else {})
                 status, reply = a.post(f"/api/{endpoint}", fields)
                 assert status == 200, reply
@@ -32,8 +33,7 @@ def test_submit_on_a_read_everything_from_b(tmp_path, broker, demo_csv):
     for job_id, result in wait_all_done(b, ids).items():
         endpoint, question, state = asked[job_id]
         assert result["status"] == "done", result
-        assert_close(result["data"], reference.answer(endpoint, question, state),
-                     where=endpoint)
+        assert_close(result["data"], reference.answer(endpoint, question, state), where=endpoint)
     # the listing and the count are the cluster's, whichever front-end answers
     for server in (a, b):
         status, listing = server.get("/api/jobs")

@@ -1,6 +1,7 @@
 """`make bench-cluster` must not break silently: a short run end to end, and the
 capacity arithmetic. Only the shape of the results and the arithmetic are checked,
 never a time or a rate (those are the benchmark's output: docs/cluster-benchmark.md)."""
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,29 @@ def test_a_short_cluster_benchmark_produces_every_number(tmp_path):
     out = tmp_path / "cluster-bench.json"
     # The timeout only keeps a hang from blocking the suite; it is not a measurement.
     completed = subprocess.run(
-        [sys.executable, "-m", "tests.load.cluster_bench", "--duration", "3",
-         "--warmup", "0", "--users", "2", "--out", str(out),
-         "--cache-dir", str(tmp_path / "cache"), "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "tests.load.cluster_bench",
+            "--duration",
+            "3",
+            "--warmup",
+            "0",
+            "--users",
+            "2",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     results = json.loads(out.read_text())
     runs = {(row["mode"], row["frontends"]): row for row in results["runs"]}
@@ -38,10 +58,14 @@ def test_a_short_cluster_benchmark_produces_every_number(tmp_path):
 def test_capacity_names_the_component_that_limits():
     # Redis cheap: the machines' CPU limits; 16 cores / (1 + 1 + 0.1) ms.
     cheap = capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": 1.0, "redis": 0.1}})
-    assert cheap["one_machine"] == {"jobs_per_s": round(CORES * 1000 / 2.1),
-                                    "bottleneck": "CPU of the machine"}
-    assert cheap["machines"][1] == {"jobs_per_s": CORES * 1000 // 2,
-                                    "bottleneck": "CPU of the machines"}
+    assert cheap["one_machine"] == {
+        "jobs_per_s": round(CORES * 1000 / 2.1),
+        "bottleneck": "CPU of the machine",
+    }
+    assert cheap["machines"][1] == {
+        "jobs_per_s": CORES * 1000 // 2,
+        "bottleneck": "CPU of the machines",
+    }
     # From about 1.25 machines (10 000 / 8 000), the one Redis core is the limit.
     assert cheap["machines"][2] == {"jobs_per_s": 10_000, "bottleneck": "Redis (one core)"}
     assert cheap["machines_until_redis_limits"] == 1.2
@@ -50,5 +74,4 @@ def test_capacity_names_the_component_that_limits():
     assert dear["one_machine"] == {"jobs_per_s": 1000, "bottleneck": "Redis (one core)"}
     # The embedded mode has no Redis, and no capacity beyond its parent's one core.
     assert capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": 1.0}}) == {}
-    assert capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": None,
-                                        "redis": 0.1}}) == {}
+    assert capacity({"cpu_ms_per_job": {"front-end": 1.0, "worker": None, "redis": 0.1}}) == {}

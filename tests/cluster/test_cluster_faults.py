@@ -2,6 +2,7 @@
 front-end, of redis-server itself, and a worker stopped (SIGSTOP) for longer than the
 claim timeout. In every case each acknowledged job ends done with the reference
 answer, and no id is handed out twice (ClientLoad fails on a duplicate)."""
+
 from __future__ import annotations
 
 import os
@@ -53,14 +54,15 @@ def test_redis_killed_and_restarted_under_load(tmp_path, broker, demo_csv):
     # While Redis is down: POSTs and GETs answer 503 with Retry-After, they do not hang
     # (the request's own timeout would fail the test).
     for server in (a, b):
-        status, reply = server.post("/api/best5",
-                                    {"question": mix.pick()[1]["question"]}, timeout=10)
+        status, reply = server.post(
+            "/api/best5", {"question": mix.pick()[1]["question"]}, timeout=10
+        )
         assert status == 503 and "unreachable" in reply["reason"], reply
         status, reply = server.get(f"/api/get_results/{min(load.ids())}", timeout=10)
         assert status == 503, reply
     time.sleep(1.0)  # the clients keep trying meanwhile
     before = load.ids()
-    broker.start()   # the same directory and port: it reads its append-only file
+    broker.start()  # the same directory and port: it reads its append-only file
     finish_load(load, 700)
     assert load.retry_after == {"1"}  # every refusal said when to come back
     after = load.ids() - before

@@ -1,5 +1,6 @@
 """Retention across the cluster: beyond max_results the oldest results are evicted
 everywhere (410 from any front-end), and Redis memory stays bounded under a load."""
+
 from __future__ import annotations
 
 from compute.dataset import load_csv
@@ -22,14 +23,14 @@ def test_eviction_is_cluster_wide_and_memory_stays_bounded(tmp_path, broker, dem
     mix = JobMix(demo_csv, 5)
     memory, ids = [], []
     for round_ in range(ROUNDS):  # POSTs only: most results are evicted before a GET
-        load = ClientLoad([a.url, b.url], mix, seed=round_, max_jobs=PER_ROUND,
-                          polls=False)
+        load = ClientLoad([a.url, b.url], mix, seed=round_, max_jobs=PER_ROUND, polls=False)
         ids += finish_load(load.start(), PER_ROUND).acknowledged
         wait_idle(a)
         memory.append(broker.used_memory())
         assert redis.xlen(stream) == 0  # finished entries are deleted, not trimmed
-    print(f"\nredis used_memory after each round of {PER_ROUND} jobs "
-          f"(max_results={RETAIN}): {memory}")
+    print(
+        f"\nredis used_memory after each round of {PER_ROUND} jobs (max_results={RETAIN}): {memory}"
+    )
     ids.sort()
     kept, evicted = ids[-RETAIN:], ids[:-RETAIN]
     for server in (a, b):

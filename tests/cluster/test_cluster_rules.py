@@ -1,5 +1,6 @@
 """The cluster's rules checked on a real redis-server, driving the worker's Consumer
 directly (no worker processes): poison jobs, the id counter after lost writes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,17 @@ FINGERPRINT = "0123456789abcdef"
 def _submit(redis, job_id_floor: int = 0) -> int:
     return redis.register_script(keys.SUBMIT)(
         keys=[keys.NEXT_ID, keys.RUNNING, keys.FINISHED, keys.stream(FINGERPRINT)],
-        args=["best5", "a question", "", FINGERPRINT, job_id_floor, 100, keys.JOB,
-              keys.years_field(None, None)])
+        args=[
+            "best5",
+            "a question",
+            "",
+            FINGERPRINT,
+            job_id_floor,
+            100,
+            keys.JOB,
+            keys.years_field(None, None),
+        ],
+    )
 
 
 def test_a_job_whose_workers_keep_going_silent_is_abandoned(broker):
@@ -28,7 +38,7 @@ def test_a_job_whose_workers_keep_going_silent_is_abandoned(broker):
     stream = keys.stream(FINGERPRINT)
     redis.xreadgroup(keys.GROUP, "dead-1", {stream: ">"}, count=1)  # delivery 1
     entry = redis.xpending_range(stream, keys.GROUP, "-", "+", 1)[0]["message_id"]
-    for attempt in range(2, MAX_ATTEMPTS + 1):   # taken over by consumers that die too
+    for attempt in range(2, MAX_ATTEMPTS + 1):  # taken over by consumers that die too
         redis.xclaim(stream, keys.GROUP, f"dead-{attempt}", 0, [entry])
     time.sleep(0.05)  # idle longer than the claim timeout
     entries, abandoned = live.reap()
@@ -53,8 +63,12 @@ def test_a_second_run_changes_nothing(broker):
 
 def test_ids_never_go_back_after_lost_writes(tmp_path, broker, demo_csv):
     a = start_frontend(tmp_path, "a", broker, demo_csv)
-    ids = [a.post("/api/best5", {"question": "Percent of adults aged 18 years and older "
-                                 "who have obesity"})[1]["job_id"] for _ in range(10)]
+    ids = [
+        a.post(
+            "/api/best5", {"question": "Percent of adults aged 18 years and older who have obesity"}
+        )[1]["job_id"]
+        for _ in range(10)
+    ]
     redis = broker.client()
     # A failover to a replica that missed the last writes: the counter is back at 3
     # and the jobs after it are unknown. The front-end remembers what it handed out.
@@ -62,8 +76,9 @@ def test_ids_never_go_back_after_lost_writes(tmp_path, broker, demo_csv):
     for job_id in ids[3:]:
         redis.delete(keys.job_key(job_id))
         redis.zrem(keys.RUNNING, job_id)
-    status, reply = a.post("/api/best5", {"question": "Percent of adults aged 18 years "
-                                          "and older who have obesity"})
+    status, reply = a.post(
+        "/api/best5", {"question": "Percent of adults aged 18 years and older who have obesity"}
+    )
     assert status == 200 and reply["job_id"] == ids[-1] + 1
     # Only the counter went back: the ids Redis still knows keep it ahead too.
     redis.set(keys.NEXT_ID, 1)
@@ -74,6 +89,7 @@ async def test_a_long_poll_is_woken_by_the_finish_notice(broker, monkeypatch):
     """The front-end's one subscription wakes a waiting GET: with the periodic recheck
     pushed beyond the poll's 60 s, only the notice can end the poll within 30 s."""
     from server.cluster import service as cluster
+
     monkeypatch.setattr(cluster, "RECHECK", 120.0)
     jobs = cluster.ClusterJobService(broker.url, max_queue=100, retain=10)
     await jobs.open(FINGERPRINT)

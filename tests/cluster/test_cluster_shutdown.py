@@ -1,6 +1,7 @@
 """Graceful shutdown in the cluster: a front-end stops taking jobs, waits until every job
 it acknowledged has finished (whichever worker runs it), and exits 0; a worker node
 stopped with SIGTERM finishes its batch and exits 0."""
+
 from __future__ import annotations
 
 import time

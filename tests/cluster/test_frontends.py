@@ -1,6 +1,7 @@
 """`lestats serve --broker … --frontends N`: N front-end processes on one port under
 one supervising parent, all real processes (redis-server from deploy/redis.conf,
 `python -m server serve`) on loopback; `broker` is tests/cluster/conftest.py's."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def front_end_pids(server, tries: int = 400) -> dict[int, dict]:
 def all_front_ends(server, count: int, timeout: float = 60.0) -> dict[int, dict]:
     """front_end_pids once `count` front-ends answer: each answers only once it has
     loaded the data and joined the cluster, the first one ready alone at first."""
-    assert wait_until(lambda: len(front_end_pids(server, tries=50)) == count, timeout), \
+    assert wait_until(lambda: len(front_end_pids(server, tries=50)) == count, timeout), (
         server.text()
+    )
     return front_end_pids(server)
 
 
@@ -54,8 +56,9 @@ def _is_front_end(pid: int) -> bool:
 
 
 def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker, demo_csv):
-    server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
-                          data=demo_csv, workers=1)
+    server = start_server(
+        tmp_path, "--broker", broker.url, "--frontends", "2", data=demo_csv, workers=1
+    )
     infos = all_front_ends(server, 2)
     assert len(infos) == 2, infos
     # The machine's local workers run once, under front-end 1; the other is pure.
@@ -74,8 +77,9 @@ def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker
     # The job space is Redis's: the job posted before the death is still there.
     status, result = server.get(f"/api/get_results/{posted['job_id']}?wait=20", timeout=30)
     assert status == 200 and result["status"] == "done", result
-    assert json.dumps(result["data"]) == \
-        json.dumps(json.loads(stats.answer(dataset, "best5", question)))
+    assert json.dumps(result["data"]) == json.dumps(
+        json.loads(stats.answer(dataset, "best5", question))
+    )
 
     assert server.stop(signal.SIGTERM) == 0, server.text()
     for pid in replaced:
@@ -85,8 +89,9 @@ def test_n_front_ends_share_the_port_and_a_dead_one_is_replaced(tmp_path, broker
 
 
 def test_graceful_shutdown_of_one_front_end_stops_them_all(tmp_path, broker, demo_csv):
-    server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
-                          data=demo_csv, workers=0)
+    server = start_server(
+        tmp_path, "--broker", broker.url, "--frontends", "2", data=demo_csv, workers=0
+    )
     infos = all_front_ends(server, 2)
     assert len(infos) == 2, infos
     status, body = server.get("/api/graceful_shutdown")
@@ -104,22 +109,35 @@ def test_a_front_end_that_cannot_start_stops_the_supervisor(tmp_path, broker, de
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = start_server(tmp_path, "--broker", broker.url, "--frontends", "2",
-                              data=demo_csv, workers=0, port=port, wait_ready=False)
+        server = start_server(
+            tmp_path,
+            "--broker",
+            broker.url,
+            "--frontends",
+            "2",
+            data=demo_csv,
+            workers=0,
+            port=port,
+            wait_ready=False,
+        )
         server.process.wait(60)
     assert server.process.returncode == 2, server.text()
     assert "could not start" in server.text()
     assert "restarting" not in server.text()
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--frontends", "2"], "frontends > 1 needs the cluster mode (broker)"),
-    (["--frontends", "0", "--broker", "redis://127.0.0.1:1/0"], "frontends must be at least 1"),
-    (["--frontends", "2", "--port", "0", "--broker", "redis://127.0.0.1:1/0"],
-     "frontends > 1 needs a fixed port"),
-])
-def test_frontends_settings_are_checked_before_anything_starts(tmp_path, capsys, argv,
-                                                               words):
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--frontends", "2"], "frontends > 1 needs the cluster mode (broker)"),
+        (["--frontends", "0", "--broker", "redis://127.0.0.1:1/0"], "frontends must be at least 1"),
+        (
+            ["--frontends", "2", "--port", "0", "--broker", "redis://127.0.0.1:1/0"],
+            "frontends > 1 needs a fixed port",
+        ),
+    ],
+)
+def test_frontends_settings_are_checked_before_anything_starts(tmp_path, capsys, argv, words):
     (tmp_path / "none.toml").write_text("")  # no settings but these flags
     assert main(["serve", "--config", str(tmp_path / "none.toml"), *argv]) == 2
     assert words in capsys.readouterr().err

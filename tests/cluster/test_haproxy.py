@@ -10,6 +10,7 @@ front-end, a long poll of the full 30 s, the admin route refused, and a front-en
 drained behind the balancer without one client noticing. The drain test stops
 front-end B, so it comes last.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,15 +45,18 @@ def deployment(tmp_path_factory, demo_csv):
         # The default linger (5 s) stays: a front-end that was told to stop keeps
         # answering until the balancer's health checks (1 s apart, 2 failures) have
         # taken it out of rotation (deploy/README.md "Draining").
-        fronts = [start_frontend(root, name, redis, demo_csv,
-                                 env={"LESTATS_SHUTDOWN_LINGER": "5"}) for name in "ab"]
+        fronts = [
+            start_frontend(root, name, redis, demo_csv, env={"LESTATS_SHUTDOWN_LINGER": "5"})
+            for name in "ab"
+        ]
         started += fronts
         node = start_worker_node(root, "worker", redis, demo_csv, workers=2)
         started.append(node)
         balancer = start_haproxy(root / "haproxy", [f.port for f in fronts])
         started.append(balancer)
-        assert wait_until(lambda: servers_up(balancer) == {"fe1", "fe2"}, 20), \
-            balancer.command("show servers state lestats")
+        assert wait_until(lambda: servers_up(balancer) == {"fe1", "fe2"}, 20), balancer.command(
+            "show servers state lestats"
+        )
         yield balancer, *fronts, node, load_csv(demo_csv), demo_csv
     finally:
         for process in reversed(started):  # the balancer first
@@ -72,8 +76,11 @@ def requests_per_server(balancer) -> dict[str, int]:
     lines = balancer.command("show stat").splitlines()
     header = lines[0].lstrip("# ").split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
-    return {r["svname"]: int(r["stot"]) for r in rows if r["pxname"] == "lestats"
-            and r["svname"] not in ("BACKEND", "FRONTEND")}
+    return {
+        r["svname"]: int(r["stot"])
+        for r in rows
+        if r["pxname"] == "lestats" and r["svname"] not in ("BACKEND", "FRONTEND")
+    }
 
 
 def reference(dataset, endpoint: str, question: str, state: str | None):
@@ -88,10 +95,12 @@ def questions_for(dataset, endpoint: str) -> list[str]:
 
 async def test_every_statistic_through_the_balancer_is_the_reference_answer(deployment):
     balancer, *_, dataset, _ = deployment
-    calls = [(endpoint, question, state)
-             for endpoint, spec in ENDPOINTS.items()
-             for question in questions_for(dataset, endpoint)[:4]
-             for state in (STATES if spec.needs_state else (None,))]
+    calls = [
+        (endpoint, question, state)
+        for endpoint, spec in ENDPOINTS.items()
+        for question in questions_for(dataset, endpoint)[:4]
+        for state in (STATES if spec.needs_state else (None,))
+    ]
     async with Client(balancer.url, timeout=60) as client:
         answers = await asyncio.gather(*(client.ask(*call) for call in calls))
     for call, got in zip(calls, answers):
@@ -119,14 +128,14 @@ def test_jobs_posted_through_the_balancer_are_read_from_either_front_end(deploym
         want = stats.answer(dataset, endpoint, body["question"], body.get("state"))
         bodies = []
         for front in (front_a, front_b):
-            status, result, _ = http(f"{front.url}/api/get_results/{job_id}?wait=20",
-                                     timeout=30)
+            status, result, _ = http(f"{front.url}/api/get_results/{job_id}?wait=20", timeout=30)
             assert status == 200 and result["status"] == "done", (front.url, result)
             bodies.append(json.dumps(result))
         assert bodies[0] == bodies[1], job_id
         assert json.dumps(json.loads(bodies[0])["data"]) == json.dumps(json.loads(want))
-    sent = {name: count - before.get(name, 0)
-            for name, count in requests_per_server(balancer).items()}
+    sent = {
+        name: count - before.get(name, 0) for name, count in requests_per_server(balancer).items()
+    }
     assert sent["fe1"] > 0 and sent["fe2"] > 0, f"one front-end took every request: {sent}"
 
 
@@ -138,20 +147,21 @@ def test_a_long_poll_of_the_full_30_seconds_passes_through(deployment):
     question = dataset.questions[0]
     node.signal_all(signal.SIGSTOP)
     try:
-        status, answer, _ = http(f"{balancer.url}/api/global_mean", "POST",
-                                 {"question": question})
+        status, answer, _ = http(f"{balancer.url}/api/global_mean", "POST", {"question": question})
         assert status == 200, answer
         started = time.monotonic()
-        status, result, _ = http(f"{balancer.url}/api/get_results/{answer['job_id']}"
-                                 f"?wait=30", timeout=60)
+        status, result, _ = http(
+            f"{balancer.url}/api/get_results/{answer['job_id']}?wait=30", timeout=60
+        )
         waited = time.monotonic() - started
         assert (status, result) == (200, {"status": "running"}), (status, result)
         # Not a speed check: it shows the request really waited behind the balancer.
         assert waited >= 29, f"the long poll came back after {waited:.1f} s"
     finally:
         node.signal_all(signal.SIGCONT)
-    status, result, _ = http(f"{balancer.url}/api/get_results/{answer['job_id']}?wait=30",
-                             timeout=60)
+    status, result, _ = http(
+        f"{balancer.url}/api/get_results/{answer['job_id']}?wait=30", timeout=60
+    )
     assert status == 200 and result["status"] == "done", result
     assert result["data"] == reference(dataset, "global_mean", question, None)
 
@@ -179,19 +189,19 @@ def test_a_front_end_drained_behind_the_balancer_loses_no_request(deployment):
         front_b.process.send_signal(signal.SIGTERM)
         assert wait_until(lambda: servers_up(balancer) == {"fe1"}, 20)
         exited = threading.Event()
-        threading.Thread(target=lambda: (front_b.process.wait(), exited.set()),
-                         daemon=True).start()
+        threading.Thread(target=lambda: (front_b.process.wait(), exited.set()), daemon=True).start()
         assert exited.wait(30), "front-end B did not stop"
         count = len(load.acknowledged)
-        assert wait_until(lambda: len(load.acknowledged) >= count + 50, 30), \
+        assert wait_until(lambda: len(load.acknowledged) >= count + 50, 30), (
             "no job was acknowledged after B stopped"
+        )
     finally:
         load.stop()
     assert front_b.process.returncode == 0, front_b.text()
-    assert (load.refused, load.unreachable) == (0, 0), \
+    assert (load.refused, load.unreachable) == (0, 0), (
         f"{load.refused} POSTs refused, {load.unreachable} requests failed"
+    )
     for job_id, (endpoint, body) in sorted(load.acknowledged.items()):
-        status, result, _ = http(f"{front_a.url}/api/get_results/{job_id}?wait=20",
-                                 timeout=30)
+        status, result, _ = http(f"{front_a.url}/api/get_results/{job_id}?wait=20", timeout=30)
         assert status == 200, (job_id, result)
         mix.check(endpoint, body, result)

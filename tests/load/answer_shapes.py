@@ -10,6 +10,7 @@ not the numbers themselves (tests/test_stats.py compares numbers with a referenc
 `check(endpoint, data, ctx, question, state)` returns None when the shape is right,
 otherwise one sentence saying what is wrong.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ _TRIPLE_LINES = re.compile(rf"^\(({_LINE_ITEM}), {_LINE_ITEM}, {_LINE_ITEM}\)$",
 @dataclass
 class Context:
     """What a client knows about the deployment: from /api/states and /api/questions."""
+
     states: list[str]
-    directions: dict[str, str | None]          # question → "lower" | "higher" | None
+    directions: dict[str, str | None]  # question → "lower" | "higher" | None
     state_set: frozenset[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,8 +68,7 @@ def _all_numbers(values) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number_or_null(value) -> bool:
@@ -127,6 +128,7 @@ def _ranked(name: str, best: bool):
             if not _ordered(list(data.values()), ascending):
                 return f"{name}: not ordered {'best' if best else 'worst'} first"
         return None
+
     return check
 
 
@@ -173,8 +175,11 @@ def mean_by_category(data, ctx, question, state):
     if not isinstance(data, dict) or not data:
         return f"mean_by_category: expected a non-empty object, got {data!r:.80}"
     first = _keys_match(list(data), _TRIPLE_LINES)
-    if (first is not None and {item[1:-1] for item in first} <= ctx.state_set
-            and _all_numbers(list(data.values()))):
+    if (
+        first is not None
+        and {item[1:-1] for item in first} <= ctx.state_set
+        and _all_numbers(list(data.values()))
+    ):
         return None
     for key, value in data.items():  # slow path: name the problem
         items = _tuple_items(key, _TRIPLE_KEY)
@@ -193,8 +198,9 @@ def state_mean_by_category(data, ctx, question, state):
     inner = data[state]
     if not isinstance(inner, dict):
         return "state_mean_by_category: the state's value is not an object"
-    if not inner or (_keys_match(list(inner), _PAIR_LINES) is not None
-                     and _all_numbers(list(inner.values()))):
+    if not inner or (
+        _keys_match(list(inner), _PAIR_LINES) is not None and _all_numbers(list(inner.values()))
+    ):
         return None
     for key, value in inner.items():  # slow path: name the problem
         if _tuple_items(key, _PAIR_KEY) is None:
@@ -206,9 +212,13 @@ def state_mean_by_category(data, ctx, question, state):
 
 def state_trend(data, ctx, question, state):
     def by_year(inner) -> bool:
-        return (isinstance(inner, dict) and all(k.isdigit() for k in inner)
-                and [int(k) for k in inner] == sorted(int(k) for k in inner)
-                and _all_numbers(list(inner.values())))
+        return (
+            isinstance(inner, dict)
+            and all(k.isdigit() for k in inner)
+            and [int(k) for k in inner] == sorted(int(k) for k in inner)
+            and _all_numbers(list(inner.values()))
+        )
+
     return _single_state(data, state, "state_trend", by_year)
 
 
@@ -219,10 +229,15 @@ def _estimate_ok(value) -> bool:
     """null, or an estimate inside its interval from at least one row (docs/analytics.md)."""
     if value is None:
         return True
-    return (isinstance(value, dict) and list(value) == _ESTIMATE_KEYS
-            and _all_numbers(list(value.values())) and type(value["rows"]) is int
-            and value["rows"] >= 1 and value["sample_size"] > 0
-            and value["ci_low"] <= value["estimate"] <= value["ci_high"])
+    return (
+        isinstance(value, dict)
+        and list(value) == _ESTIMATE_KEYS
+        and _all_numbers(list(value.values()))
+        and type(value["rows"]) is int
+        and value["rows"] >= 1
+        and value["sample_size"] > 0
+        and value["ci_low"] <= value["estimate"] <= value["ci_high"]
+    )
 
 
 def state_estimate(data, ctx, question, state):
@@ -238,7 +253,7 @@ def states_estimate(data, ctx, question, state):
         if not _estimate_ok(value):
             return f"states_estimate: bad estimate {value!r} for {key!r}"
     values = list(data.values())
-    first = values[:sum(v is not None for v in values)]  # must hold every estimate
+    first = values[: sum(v is not None for v in values)]  # must hold every estimate
     if None in first or not _ordered([v["estimate"] for v in first], ascending=True):
         return "states_estimate: not estimates ascending, then the nulls"
     return None
@@ -258,8 +273,15 @@ CHECKS = {
     "state_estimate": state_estimate,
     "states_estimate": states_estimate,
 }
-NEEDS_STATE = frozenset({"state_mean", "state_diff_from_mean", "state_mean_by_category",
-                         "state_trend", "state_estimate"})
+NEEDS_STATE = frozenset(
+    {
+        "state_mean",
+        "state_diff_from_mean",
+        "state_mean_by_category",
+        "state_trend",
+        "state_estimate",
+    }
+)
 NEEDS_DIRECTION = frozenset({"best5", "worst5"})
 
 
@@ -272,8 +294,9 @@ def check(endpoint: str, data, ctx: Context, question: str, state: str | None = 
     return checker(data, ctx, question, state)
 
 
-def check_body(endpoint: str, body, ctx: Context, question: str,
-               state: str | None = None) -> str | None:
+def check_body(
+    endpoint: str, body, ctx: Context, question: str, state: str | None = None
+) -> str | None:
     """Check a whole `GET /api/get_results` body of a finished job."""
     if not isinstance(body, dict) or body.get("status") != "done":
         return f"not a finished job: {body!r:.120}"

@@ -28,6 +28,7 @@ the mixed long-poll run with the most users and prints its top frames.
 Nothing here asserts a time: targets are printed as pass/fail. docs/benchmark.md
 describes the method.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,17 @@ DEFAULT_CACHE = ROOT / "data" / "cache" / "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
-ENDPOINTS = ("states_mean", "state_mean", "best5", "worst5", "global_mean",
-             "diff_from_mean", "state_diff_from_mean", "mean_by_category",
-             "state_mean_by_category")
+ENDPOINTS = (
+    "states_mean",
+    "state_mean",
+    "best5",
+    "worst5",
+    "global_mean",
+    "diff_from_mean",
+    "state_diff_from_mean",
+    "mean_by_category",
+    "state_mean_by_category",
+)
 NEEDS_STATE = {"state_mean", "state_diff_from_mean", "state_mean_by_category"}
 NEEDS_DIRECTION = {"best5", "worst5"}
 USER_CLASS = {"mixed": "MixedUser", "heavy": "HeavyUser"}
@@ -76,9 +85,9 @@ TARGETS = {
     # server CPU per trivial GET ÷ server CPU per job ≥ 0.35 (16 users, long polling);
     # a job is at least two requests, so 0.5 is the limit
     "efficiency": 0.35,
-    "p99_ms": 50.0,         # p99 < 50 ms at 16 users (long polling)
-    "demo_ready_s": 1.0,    # demo dataset serving < 1 s from start
-    "big_ready_s": 5.0,     # 1M rows serving < 5 s from start
+    "p99_ms": 50.0,  # p99 < 50 ms at 16 users (long polling)
+    "demo_ready_s": 1.0,  # demo dataset serving < 1 s from start
+    "big_ready_s": 5.0,  # 1M rows serving < 5 s from start
     "big_memory_mb": 500.0,  # 1M rows: parent + workers < 500 MB
     "demo_worker_us": 100.0,  # in-worker median < 100 µs on demo (every endpoint)
     "big_worker_us": 20_000.0,  # < 20 ms on 1M rows (every endpoint)
@@ -89,19 +98,19 @@ TARGETS = {
 class Plan:
     quick: bool
     users: tuple[int, ...]
-    duration: float         # seconds each locust run lasts
-    warmup: float           # seconds at the start of a run left out of the numbers
-    processes: int          # locust worker processes (1 = a single local process)
-    workers: int            # server worker processes
+    duration: float  # seconds each locust run lasts
+    warmup: float  # seconds at the start of a run left out of the numbers
+    processes: int  # locust worker processes (1 = a single local process)
+    workers: int  # server worker processes
     big_rows: int
     startup_repeats: int
-    worker_calls: int       # calls per endpoint for the in-worker cost
-    worker_budget: float    # seconds at most per endpoint and dataset
-    max_jobs: int           # per locust process, 0 = unlimited
+    worker_calls: int  # calls per endpoint for the in-worker cost
+    worker_budget: float  # seconds at most per endpoint and dataset
+    max_jobs: int  # per locust process, 0 = unlimited
     long_poll_wait: float
-    ceiling_single: bool    # also measure the ceiling with one locust process
+    ceiling_single: bool  # also measure the ceiling with one locust process
     wrk_seconds: float
-    generator_check: bool   # rerun mixed/long/most users with other locust process counts
+    generator_check: bool  # rerun mixed/long/most users with other locust process counts
     sections: tuple[str, ...] = SECTIONS
     polls: tuple[str, ...] = POLLS
 
@@ -110,24 +119,59 @@ def make_plan(args) -> Plan:
     cpus = os.cpu_count() or 1
     if args.quick:
         # One locust process: --processes costs ~3 s of start and stop per run.
-        plan = Plan(quick=True, users=(4,), duration=4.0, warmup=0.0, processes=1,
-                    workers=2, big_rows=100_000, startup_repeats=1, worker_calls=30,
-                    worker_budget=0.3, max_jobs=120, long_poll_wait=5.0,
-                    ceiling_single=False, wrk_seconds=1.0, generator_check=False)
+        plan = Plan(
+            quick=True,
+            users=(4,),
+            duration=4.0,
+            warmup=0.0,
+            processes=1,
+            workers=2,
+            big_rows=100_000,
+            startup_repeats=1,
+            worker_calls=30,
+            worker_budget=0.3,
+            max_jobs=120,
+            long_poll_wait=5.0,
+            ceiling_single=False,
+            wrk_seconds=1.0,
+            generator_check=False,
+        )
     else:
-        plan = Plan(quick=False, users=(1, 4, 16), duration=15.0, warmup=3.0,
-                    processes=min(max(cpus, 2), 4), workers=cpus, big_rows=1_000_000,
-                    startup_repeats=3, worker_calls=400, worker_budget=2.0, max_jobs=0,
-                    long_poll_wait=5.0, ceiling_single=True, wrk_seconds=10.0,
-                    generator_check=True)
-    for name in ("users", "duration", "warmup", "processes", "workers", "big_rows",
-                 "sections", "polls"):
+        plan = Plan(
+            quick=False,
+            users=(1, 4, 16),
+            duration=15.0,
+            warmup=3.0,
+            processes=min(max(cpus, 2), 4),
+            workers=cpus,
+            big_rows=1_000_000,
+            startup_repeats=3,
+            worker_calls=400,
+            worker_budget=2.0,
+            max_jobs=0,
+            long_poll_wait=5.0,
+            ceiling_single=True,
+            wrk_seconds=10.0,
+            generator_check=True,
+        )
+    for name in (
+        "users",
+        "duration",
+        "warmup",
+        "processes",
+        "workers",
+        "big_rows",
+        "sections",
+        "polls",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             setattr(plan, name, tuple(value) if isinstance(value, list) else value)
     if "load" in plan.sections and "ceiling" not in plan.sections:
-        raise SystemExit("--sections load needs ceiling too: the efficiency of a job run "
-                         "is relative to the server CPU per trivial GET")
+        raise SystemExit(
+            "--sections load needs ceiling too: the efficiency of a job run "
+            "is relative to the server CPU per trivial GET"
+        )
     return plan
 
 
@@ -156,7 +200,7 @@ def _stat(pid: int) -> tuple[int, float] | None:
             text = handle.read()
     except OSError:
         return None
-    rest = text[text.rindex(")") + 2:].split()
+    rest = text[text.rindex(")") + 2 :].split()
     return int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
@@ -217,17 +261,21 @@ def tree_memory(pid: int, segment_bytes: int) -> dict:
         rss += rollup.get("Rss", 0)
         private += status.get("VmRSS", 0) - status.get("RssShmem", 0)
         per_process[p] = round(rollup.get("Pss", 0) / 1024, 1)
-    return {"pss_sum_mb": round(pss / 1024, 1), "rss_sum_mb": round(rss / 1024, 1),
-            "rss_minus_shmem_plus_segment_mb": round(private / 1024 + segment_bytes / MB, 1),
-            "segment_mb": round(segment_bytes / MB, 2), "processes": len(per_process),
-            "pss_by_pid_mb": per_process}
+    return {
+        "pss_sum_mb": round(pss / 1024, 1),
+        "rss_sum_mb": round(rss / 1024, 1),
+        "rss_minus_shmem_plus_segment_mb": round(private / 1024 + segment_bytes / MB, 1),
+        "segment_mb": round(segment_bytes / MB, 2),
+        "processes": len(per_process),
+        "pss_by_pid_mb": per_process,
+    }
 
 
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine has been busy (all CPUs, every process)."""
     with open("/proc/stat") as handle:
         fields = [int(v) for v in handle.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
@@ -235,8 +283,10 @@ def process_groups(server: Server, locust_pid: int | None = None) -> dict:
     """CPU-time readers: the server's parent, its other processes (workers, manager,
     resource tracker), locust's processes, and everything else on the machine."""
     helpers = server.worker_pids()
-    groups = {"server_parent": lambda: cpu_seconds([server.pid]),
-              "server_workers": lambda: cpu_seconds(helpers)}
+    groups = {
+        "server_parent": lambda: cpu_seconds([server.pid]),
+        "server_workers": lambda: cpu_seconds(helpers),
+    }
     if locust_pid is not None:
         groups["locust"] = lambda: cpu_seconds(descendants(locust_pid))
     groups["machine"] = machine_busy_seconds
@@ -253,8 +303,15 @@ def server_cpu(server: Server) -> dict[str, float]:
     for pid in descendants(server.pid):
         stat = _stat(pid)
         if stat is not None:
-            role = ("parent" if pid == server.pid else "manager" if pid == manager
-                    else "workers" if pid in workers else "other")
+            role = (
+                "parent"
+                if pid == server.pid
+                else "manager"
+                if pid == manager
+                else "workers"
+                if pid in workers
+                else "other"
+            )
             roles[role] += stat[1]
     return roles
 
@@ -264,8 +321,10 @@ def cpu_per_item(before: dict, after: dict, items: int) -> dict:
     by role and in total."""
     spent = {role: max(after[role] - before[role], 0.0) for role in SERVER_ROLES}
     spent["total"] = sum(spent.values())
-    return {role: round(seconds * 1000.0 / items, 4) if items else None
-            for role, seconds in spent.items()}
+    return {
+        role: round(seconds * 1000.0 / items, 4) if items else None
+        for role, seconds in spent.items()
+    }
 
 
 class CpuSampler(threading.Thread):
@@ -273,7 +332,7 @@ class CpuSampler(threading.Thread):
 
     def __init__(self, groups, interval: float = 0.25):
         super().__init__(daemon=True, name="cpu-sampler")
-        self.groups = groups            # name → callable returning CPU seconds now
+        self.groups = groups  # name → callable returning CPU seconds now
         self.interval = interval
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop_event = threading.Event()
@@ -296,8 +355,10 @@ class CpuSampler(threading.Thread):
         (t0, first), (t1, last) = inside[0], inside[-1]
         # A group whose processes come and go (locust workers exit at the end) can
         # lose CPU time between samples; clamp at zero rather than show a negative.
-        usage = {name: round(max(last[name] - first[name], 0.0) / (t1 - t0) * 100.0, 1)
-                 for name in self.groups}
+        usage = {
+            name: round(max(last[name] - first[name], 0.0) / (t1 - t0) * 100.0, 1)
+            for name in self.groups
+        }
         if "machine" in usage:  # what other tenants of a shared machine used meanwhile
             ours = sum(v for k, v in usage.items() if k != "machine")
             usage["others"] = round(max(usage.pop("machine") - ours, 0.0), 1)
@@ -329,9 +390,15 @@ class Server:
         command = self.command()
         self._stderr = open(self.workdir / "server.stderr", "wb")
         self.started = time.perf_counter()
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=self._stderr, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             return self._wait_ready(timeout)
         except BaseException:  # also Ctrl-C: never leave a server behind
@@ -347,8 +414,9 @@ class Server:
         deadline = self.started + timeout
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode} at "
-                                   f"start:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"the server exited with {self.process.returncode} at start:\n{self.log_tail()}"
+                )
             try:
                 status, body = http(f"{self.url}/api/info", timeout=1.0)
                 if status == 200:
@@ -358,8 +426,9 @@ class Server:
             except (OSError, ValueError):
                 pass
             if time.perf_counter() > deadline:
-                raise RuntimeError(f"the server was not ready within {timeout:g} s:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(
+                    f"the server was not ready within {timeout:g} s:\n{self.log_tail()}"
+                )
             time.sleep(0.005)
 
     @property
@@ -419,16 +488,18 @@ class Server:
         return self.exit_code
 
 
-def run_one_job(url: str, endpoint: str, question: str, state: str | None,
-                wait: float = 10.0) -> dict:
+def run_one_job(
+    url: str, endpoint: str, question: str, state: str | None, wait: float = 10.0
+) -> dict:
     body = {"question": question} if state is None else {"question": question, "state": state}
     status, posted = http(f"{url}/api/{endpoint}", body)
     if status != 200:
         raise RuntimeError(f"POST /api/{endpoint} answered {status}: {posted}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status, result = http(f"{url}/api/get_results/{posted['job_id']}?wait={wait:g}",
-                              timeout=wait + 10)
+        status, result = http(
+            f"{url}/api/get_results/{posted['job_id']}?wait={wait:g}", timeout=wait + 10
+        )
         if status == 200 and result.get("status") != "running":
             return result
     raise RuntimeError(f"job {posted['job_id']} gave no answer within 30 s")
@@ -445,8 +516,7 @@ def prepare_datasets(cache: Path, big_rows: int) -> dict[str, dict]:
         if not path.is_file():
             log(f"generating {rows:,} synthetic rows into {path}")
             demo.write(path, count=rows, seed=seed)
-        found[label] = {"path": str(path), "rows": rows, "seed": seed,
-                        "bytes": path.stat().st_size}
+        found[label] = {"path": str(path), "rows": rows, "seed": seed, "bytes": path.stat().st_size}
     return found
 
 
@@ -466,27 +536,42 @@ def measure_startup(dataset: dict, plan: Plan, workdir: Path) -> dict:
             # measure memory.
             for endpoint in ENDPOINTS:
                 for question in questions:
-                    run_one_job(server.url, endpoint, question,
-                                states[0] if endpoint in NEEDS_STATE else None)
+                    run_one_job(
+                        server.url,
+                        endpoint,
+                        question,
+                        states[0] if endpoint in NEEDS_STATE else None,
+                    )
             segment_name, segment_bytes = server.segment()
             memory = tree_memory(server.pid, segment_bytes)
         finally:
             server.stop()
-        runs.append({"ready_s": round(server.ready_seconds, 4),
-                     "first_answer_s": round(first_answer, 4),
-                     "load_s": server.info.get("load_seconds"),
-                     "startup_s": server.info.get("startup_seconds"),
-                     "memory": memory, "exit_code": server.exit_code,
-                     "segment_released": server.segment_released,
-                     "rows_loaded": server.info.get("rows_loaded"),
-                     "segment": segment_name})
-    best = {key: statistics.median(r[key] for r in runs)
-            for key in ("ready_s", "first_answer_s", "load_s", "startup_s")}
-    return {"rows": dataset["rows"], "rows_loaded": runs[0]["rows_loaded"],
-            "csv_mb": round(dataset["bytes"] / MB, 1), "repeats": len(runs),
-            **{f"{k}_median": round(v, 4) for k, v in best.items()},
-            "memory_mb": max(r["memory"]["pss_sum_mb"] for r in runs),
-            "runs": runs}
+        runs.append(
+            {
+                "ready_s": round(server.ready_seconds, 4),
+                "first_answer_s": round(first_answer, 4),
+                "load_s": server.info.get("load_seconds"),
+                "startup_s": server.info.get("startup_seconds"),
+                "memory": memory,
+                "exit_code": server.exit_code,
+                "segment_released": server.segment_released,
+                "rows_loaded": server.info.get("rows_loaded"),
+                "segment": segment_name,
+            }
+        )
+    best = {
+        key: statistics.median(r[key] for r in runs)
+        for key in ("ready_s", "first_answer_s", "load_s", "startup_s")
+    }
+    return {
+        "rows": dataset["rows"],
+        "rows_loaded": runs[0]["rows_loaded"],
+        "csv_mb": round(dataset["bytes"] / MB, 1),
+        "repeats": len(runs),
+        **{f"{k}_median": round(v, 4) for k, v in best.items()},
+        "memory_mb": max(r["memory"]["pss_sum_mb"] for r in runs),
+        "runs": runs,
+    }
 
 
 # -- 2. in-worker cost --------------------------------------------------------------------
@@ -517,9 +602,12 @@ def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
         if i >= 5 and time.perf_counter() > budget_end:
             break
     array = np.array(times) / 1000.0
-    return {"median_us": round(float(np.median(array)), 1),
-            "p90_us": round(float(np.percentile(array, 90)), 1),
-            "p99_us": round(float(np.percentile(array, 99)), 1), "jobs": len(times)}
+    return {
+        "median_us": round(float(np.median(array)), 1),
+        "p90_us": round(float(np.percentile(array, 90)), 1),
+        "p99_us": round(float(np.percentile(array, 99)), 1),
+        "jobs": len(times),
+    }
 
 
 def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
@@ -556,40 +644,86 @@ def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
             t0 = time.perf_counter_ns()
             COMPUTE[endpoint](ds, q, s)
             compute.append(time.perf_counter_ns() - t0)
-        result[endpoint] = {"median_us": round(float(np.median(array)), 1),
-                            "p90_us": round(float(np.percentile(array, 90)), 1),
-                            "min_us": round(float(array.min()), 1), "calls": len(times),
-                            "compute_only_median_us": round(float(np.median(compute)) / 1000, 1)}
+        result[endpoint] = {
+            "median_us": round(float(np.median(array)), 1),
+            "p90_us": round(float(np.percentile(array, 90)), 1),
+            "min_us": round(float(array.min()), 1),
+            "calls": len(times),
+            "compute_only_median_us": round(float(np.median(compute)) / 1000, 1),
+        }
     return result
 
 
 # -- 3 and 4. locust runs ------------------------------------------------------------------
-def run_locust(server: Server, user_class: str, users: int, plan: Plan, workdir: Path,
-               poll: str | None = None, processes: int | None = None,
-               profile: Path | None = None, groups=None) -> dict:
+def run_locust(
+    server: Server,
+    user_class: str,
+    users: int,
+    plan: Plan,
+    workdir: Path,
+    poll: str | None = None,
+    processes: int | None = None,
+    profile: Path | None = None,
+    groups=None,
+) -> dict:
     """`groups(locust_pid)`: the CPU-time readers to sample (default: process_groups)."""
     processes = plan.processes if processes is None else processes
     samples_dir = workdir / "samples"
     shutil.rmtree(samples_dir, ignore_errors=True)
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "--host", server.url, "-u", str(users), "-r", str(users),
-               "-t", f"{plan.duration:g}s", "--stop-timeout", "0", "--only-summary",
-               "--loglevel", "WARNING", "--samples-dir", str(samples_dir),
-               "--long-poll-wait", f"{plan.long_poll_wait:g}", "--job-timeout", "60",
-               "--max-jobs", str(plan.max_jobs)]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        server.url,
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{plan.duration:g}s",
+        "--stop-timeout",
+        "0",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--samples-dir",
+        str(samples_dir),
+        "--long-poll-wait",
+        f"{plan.long_poll_wait:g}",
+        "--job-timeout",
+        "60",
+        "--max-jobs",
+        str(plan.max_jobs),
+    ]
     if poll is not None:
         command += ["--poll", poll]
     if processes > 1:
         master_port = free_port()
-        command += ["--processes", str(processes), "--master-bind-port", str(master_port),
-                    "--master-port", str(master_port)]
+        command += [
+            "--processes",
+            str(processes),
+            "--master-bind-port",
+            str(master_port),
+            "--master-port",
+            str(master_port),
+        ]
     command.append(user_class)
     workdir.mkdir(parents=True, exist_ok=True)
     output = open(workdir / "locust.out", "wb")
     server.settle()
     before = server_cpu(server)
-    locust = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    locust = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     sampler = CpuSampler(groups(locust.pid) if groups else process_groups(server, locust.pid))
     sampler.start()
     spy = None
@@ -618,8 +752,9 @@ def run_locust(server: Server, user_class: str, users: int, plan: Plan, workdir:
     return row
 
 
-def summarise(samples_dir: Path, plan: Plan, sampler: CpuSampler, exit_code: int,
-              output: Path) -> dict:
+def summarise(
+    samples_dir: Path, plan: Plan, sampler: CpuSampler, exit_code: int, output: Path
+) -> dict:
     rows, failures, warnings, files = [], Counter(), False, 0
     for path in sorted(samples_dir.glob("*.json")):
         content = json.loads(path.read_text())
@@ -638,29 +773,41 @@ def summarise(samples_dir: Path, plan: Plan, sampler: CpuSampler, exit_code: int
     if window_end - window_start < 0.5:  # everything happened during the warm-up
         window_start = starts.min()
     span = max(window_end - window_start, 1e-9)
-    counted = ends >= window_start                 # finished inside the window
-    measured = latency[starts >= window_start]      # started after the warm-up
+    counted = ends >= window_start  # finished inside the window
+    measured = latency[starts >= window_start]  # started after the warm-up
     if measured.size == 0:
         measured = latency
     by_endpoint = Counter(r[0] for r, c in zip(rows, counted) if c)
     rate = float(counted.sum()) / span
     cpu = sampler.usage(window_start, window_end)
-    return {"jobs": int(counted.sum()), "jobs_total": len(rows),
-            "failures": sum(failures.values()), "failure_reasons": dict(failures),
-            "rate_per_s": round(rate, 1), "window_s": round(span, 2),
-            "p50_ms": percentile_ms(measured, 50), "p99_ms": percentile_ms(measured, 99),
-            "max_ms": percentile_ms(measured, 100), "latency_samples": int(measured.size),
-            "by_endpoint": dict(sorted(by_endpoint.items())),
-            "cpu_percent": cpu, "cpu_ms_per_job": per_item(cpu, rate),
-            "locust_processes_reporting": files, "locust_cpu_warning": warnings,
-            "locust_exit_code": exit_code}
+    return {
+        "jobs": int(counted.sum()),
+        "jobs_total": len(rows),
+        "failures": sum(failures.values()),
+        "failure_reasons": dict(failures),
+        "rate_per_s": round(rate, 1),
+        "window_s": round(span, 2),
+        "p50_ms": percentile_ms(measured, 50),
+        "p99_ms": percentile_ms(measured, 99),
+        "max_ms": percentile_ms(measured, 100),
+        "latency_samples": int(measured.size),
+        "by_endpoint": dict(sorted(by_endpoint.items())),
+        "cpu_percent": cpu,
+        "cpu_ms_per_job": per_item(cpu, rate),
+        "locust_processes_reporting": files,
+        "locust_cpu_warning": warnings,
+        "locust_exit_code": exit_code,
+    }
 
 
 def per_item(cpu: dict, rate: float) -> dict:
     """CPU milliseconds each group spent per job (or request): % of a core ÷ rate.
     Less sensitive to a noisy machine than the rates themselves."""
-    return {name: (round(percent * 10.0 / rate, 3) if percent is not None and rate else None)
-            for name, percent in cpu.items() if name != "others"}
+    return {
+        name: (round(percent * 10.0 / rate, 3) if percent is not None and rate else None)
+        for name, percent in cpu.items()
+        if name != "others"
+    }
 
 
 def run_wrk(server: Server, seconds: float, connections: int) -> dict | None:
@@ -672,9 +819,18 @@ def run_wrk(server: Server, seconds: float, connections: int) -> dict | None:
     started = time.time()
     try:
         completed = subprocess.run(
-            [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-             f"{server.url}/api/num_jobs"], capture_output=True, text=True,
-            timeout=seconds + 30)
+            [
+                wrk,
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds:g}s",
+                "--latency",
+                f"{server.url}/api/num_jobs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
     finally:
         sampler.stop()
     text = completed.stdout
@@ -686,14 +842,23 @@ def run_wrk(server: Server, seconds: float, connections: int) -> dict | None:
     def ms(match):
         if match is None:
             return None
-        return round(float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)], 3)
+        return round(
+            float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)], 3
+        )
 
     cpu = sampler.usage(started + min(1.0, seconds / 4), time.time())
     value = float(rate.group(1)) if rate else None
-    return {"rate_per_s": value, "threads": 1,
-            "connections": connections, "seconds": seconds, "p50_ms": ms(p50),
-            "p99_ms": ms(p99), "non_2xx": int(errors.group(1)) if errors else 0,
-            "cpu_percent": cpu, "cpu_ms_per_job": per_item(cpu, value or 0.0)}
+    return {
+        "rate_per_s": value,
+        "threads": 1,
+        "connections": connections,
+        "seconds": seconds,
+        "p50_ms": ms(p50),
+        "p99_ms": ms(p99),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "cpu_percent": cpu,
+        "cpu_ms_per_job": per_item(cpu, value or 0.0),
+    }
 
 
 # -- profiling -------------------------------------------------------------------------
@@ -707,12 +872,27 @@ def start_profile(pid: int, directory: Path, duration: float):
     # Starts after locust's start-up and the warm-up; --nonblocking does not pause
     # the server to sample it; --gil keeps only samples of the thread holding the GIL
     # (where the parent's Python CPU time goes: the event loop or one of its threads).
-    command = [spy, "record", "--pid", str(pid), "--duration", str(max(int(duration - 4), 2)),
-               "--rate", "200", "--nonblocking", "--gil", "--threads", "--format", "raw",
-               "--output", str(raw)]
+    command = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(int(duration - 4), 2)),
+        "--rate",
+        "200",
+        "--nonblocking",
+        "--gil",
+        "--threads",
+        "--format",
+        "raw",
+        "--output",
+        str(raw),
+    ]
     time.sleep(3.0)
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                            stderr=open(directory / "py-spy.log", "wb")), raw
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=open(directory / "py-spy.log", "wb")
+    ), raw
 
 
 def finish_profile(spy) -> None:
@@ -727,8 +907,15 @@ def finish_profile(spy) -> None:
 _LINE = re.compile(r":\d+\)$")
 _FILE = re.compile(r"\((.*?)(?::\d+)?\)$")
 # Frames every stack of a thread passes through: left out of the per-file shares.
-_ENTRY_FILES = {"<frozen runpy>", "server/__main__.py", "server/cli.py", "server/serve.py",
-                "asyncio/runners.py", "uvloop/__init__.py", "threading.py"}
+_ENTRY_FILES = {
+    "<frozen runpy>",
+    "server/__main__.py",
+    "server/cli.py",
+    "server/serve.py",
+    "asyncio/runners.py",
+    "uvloop/__init__.py",
+    "threading.py",
+}
 
 
 def summarise_profile(raw: Path, top: int = 15) -> dict | None:
@@ -758,11 +945,19 @@ def summarise_profile(raw: Path, top: int = 15) -> dict | None:
         return None
 
     def share(counter):
-        return [{"frame": f, "percent": round(100.0 * n / total, 1)}
-                for f, n in counter.most_common(top)]
+        return [
+            {"frame": f, "percent": round(100.0 * n / total, 1)}
+            for f, n in counter.most_common(top)
+        ]
 
-    return {"samples": total, "threads": share(threads), "self": share(own),
-            "inclusive": share(inclusive), "files": share(files), "file": str(raw)}
+    return {
+        "samples": total,
+        "threads": share(threads),
+        "self": share(own),
+        "inclusive": share(inclusive),
+        "files": share(files),
+        "file": str(raw),
+    }
 
 
 # -- the whole run ------------------------------------------------------------------------
@@ -772,11 +967,17 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
     from importlib.metadata import version
 
     results: dict = {
-        "meta": {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": plan.quick,
-                 "command": " ".join(["python -m tests.load.bench", *sys.argv[1:]]),
-                 "machine": platform.platform(), "cpus": os.cpu_count(),
-                 "loadavg_start": os.getloadavg(), "python": platform.python_version(),
-                 "locust": version("locust"), "plan": plan.__dict__.copy()},
+        "meta": {
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "quick": plan.quick,
+            "command": " ".join(["python -m tests.load.bench", *sys.argv[1:]]),
+            "machine": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "python": platform.python_version(),
+            "locust": version("locust"),
+            "plan": plan.__dict__.copy(),
+        },
     }
     datasets = prepare_datasets(cache, plan.big_rows)
     results["datasets"] = datasets
@@ -787,33 +988,48 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
         log("start-up and memory")
         results["startup"] = {}
         for label in ("demo", "big"):
-            results["startup"][label] = measure_startup(datasets[label], plan,
-                                                        workdir / f"startup-{label}")
+            results["startup"][label] = measure_startup(
+                datasets[label], plan, workdir / f"startup-{label}"
+            )
             exit_codes += [r["exit_code"] for r in results["startup"][label]["runs"]]
 
     if "worker" in sections:
         log("in-worker cost of one job (compute.stats.answer, uncached)")
-        results["in_worker_us"] = {label: measure_in_worker(datasets[label]["path"], plan)
-                                   for label in ("demo", "big")}
-        results["worker_path_us"] = {label: measure_worker_path(datasets[label]["path"], plan)
-                                     for label in ("demo", "big")}
+        results["in_worker_us"] = {
+            label: measure_in_worker(datasets[label]["path"], plan) for label in ("demo", "big")
+        }
+        results["worker_path_us"] = {
+            label: measure_worker_path(datasets[label]["path"], plan) for label in ("demo", "big")
+        }
 
     ceiling_rate = ceiling_cpu = None
     if "ceiling" in sections:
         log("ceiling: GET /api/num_jobs")
         ceiling_users = max(plan.users)
         check = "check" in sections
-        server = Server(Path(datasets["demo"]["path"]), plan.workers,
-                        workdir / "ceiling").start()
+        server = Server(Path(datasets["demo"]["path"]), plan.workers, workdir / "ceiling").start()
         single = wrk = None
         try:
-            ceiling = {"users": ceiling_users, "processes": plan.processes,
-                       **run_locust(server, "CeilingUser", ceiling_users, plan,
-                                    workdir / "ceiling" / "locust")}
+            ceiling = {
+                "users": ceiling_users,
+                "processes": plan.processes,
+                **run_locust(
+                    server, "CeilingUser", ceiling_users, plan, workdir / "ceiling" / "locust"
+                ),
+            }
             if check and plan.ceiling_single and plan.processes > 1:
-                single = {"users": ceiling_users, "processes": 1,
-                          **run_locust(server, "CeilingUser", ceiling_users, plan,
-                                       workdir / "ceiling" / "locust-1", processes=1)}
+                single = {
+                    "users": ceiling_users,
+                    "processes": 1,
+                    **run_locust(
+                        server,
+                        "CeilingUser",
+                        ceiling_users,
+                        plan,
+                        workdir / "ceiling" / "locust-1",
+                        processes=1,
+                    ),
+                }
             if check:
                 wrk = run_wrk(server, plan.wrk_seconds, ceiling_users)
         finally:
@@ -829,28 +1045,48 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
             for users in plan.users:
                 name = f"{workload}-{'long' if poll == 'long' else 'poll' + poll}-{users}u"
                 log(f"jobs: {name}")
-                server = Server(Path(datasets["demo"]["path"]), plan.workers,
-                                workdir / name).start()
+                server = Server(
+                    Path(datasets["demo"]["path"]), plan.workers, workdir / name
+                ).start()
                 spy_dir = None
-                if profile is not None and workload == "mixed" and poll == "long" \
-                        and users == biggest:
+                if (
+                    profile is not None
+                    and workload == "mixed"
+                    and poll == "long"
+                    and users == biggest
+                ):
                     spy_dir = profile
                 try:
-                    row = run_locust(server, USER_CLASS[workload], users, plan,
-                                     workdir / name / "locust", poll=poll, profile=spy_dir)
+                    row = run_locust(
+                        server,
+                        USER_CLASS[workload],
+                        users,
+                        plan,
+                        workdir / name / "locust",
+                        poll=poll,
+                        profile=spy_dir,
+                    )
                     segment_name, segment_bytes = server.segment()
                     memory = tree_memory(server.pid, segment_bytes)["pss_sum_mb"]
                 finally:
                     exit_codes.append(server.stop())
                 rate = row.pop("rate_per_s")
                 job_cpu = row["server_cpu_ms"]["total"]
-                results["load"].append({
-                    "workload": workload, "poll": poll, "users": users, "jobs_per_s": rate,
-                    "ratio_to_ceiling": round(rate / ceiling_rate, 3) if ceiling_rate else None,
-                    # server CPU per trivial GET ÷ server CPU per job (0.5 at best)
-                    "efficiency": (round(ceiling_cpu / job_cpu, 3)
-                                   if ceiling_cpu and job_cpu else None),
-                    **row, "server_memory_mb": memory})
+                results["load"].append(
+                    {
+                        "workload": workload,
+                        "poll": poll,
+                        "users": users,
+                        "jobs_per_s": rate,
+                        "ratio_to_ceiling": round(rate / ceiling_rate, 3) if ceiling_rate else None,
+                        # server CPU per trivial GET ÷ server CPU per job (0.5 at best)
+                        "efficiency": (
+                            round(ceiling_cpu / job_cpu, 3) if ceiling_cpu and job_cpu else None
+                        ),
+                        **row,
+                        "server_memory_mb": memory,
+                    }
+                )
     results["meta"]["server_exit_codes"] = exit_codes
     if "check" in sections and "load" in sections and "long" in plan.polls:
         results["generator_check"] = generator_check(results, plan, datasets, workdir)
@@ -869,30 +1105,52 @@ def generator_check(results: dict, plan: Plan, datasets: dict, workdir: Path) ->
     follow the number of load-generator processes, their number is not the limit."""
     users = max(plan.users)
     rows = []
-    for workload, others in (("mixed", {1, plan.processes + 1}),
-                             ("heavy", {plan.processes + 1})):
-        main = next(r for r in results["load"] if r["workload"] == workload
-                    and r["poll"] == "long" and r["users"] == users)
-        rows.append({"workload": workload, "processes": plan.processes,
-                     "jobs_per_s": main["jobs_per_s"], "p50_ms": main["p50_ms"],
-                     "p99_ms": main["p99_ms"], "cpu_percent": main["cpu_percent"],
-                     "cpu_ms_per_job": main["cpu_ms_per_job"]})
+    for workload, others in (("mixed", {1, plan.processes + 1}), ("heavy", {plan.processes + 1})):
+        main = next(
+            r
+            for r in results["load"]
+            if r["workload"] == workload and r["poll"] == "long" and r["users"] == users
+        )
+        rows.append(
+            {
+                "workload": workload,
+                "processes": plan.processes,
+                "jobs_per_s": main["jobs_per_s"],
+                "p50_ms": main["p50_ms"],
+                "p99_ms": main["p99_ms"],
+                "cpu_percent": main["cpu_percent"],
+                "cpu_ms_per_job": main["cpu_ms_per_job"],
+            }
+        )
         if not plan.generator_check:
             continue
         for processes in sorted(others - {plan.processes}):
             name = f"generator-check-{workload}-{processes}p"
             log(f"jobs: {workload}-long-{users}u with {processes} locust process(es)")
-            server = Server(Path(datasets["demo"]["path"]), plan.workers,
-                            workdir / name).start()
+            server = Server(Path(datasets["demo"]["path"]), plan.workers, workdir / name).start()
             try:
-                row = run_locust(server, USER_CLASS[workload], users, plan,
-                                 workdir / name / "locust", poll="long", processes=processes)
+                row = run_locust(
+                    server,
+                    USER_CLASS[workload],
+                    users,
+                    plan,
+                    workdir / name / "locust",
+                    poll="long",
+                    processes=processes,
+                )
             finally:
                 results["meta"]["server_exit_codes"].append(server.stop())
-            rows.append({"workload": workload, "processes": processes,
-                         "jobs_per_s": row["rate_per_s"], "p50_ms": row["p50_ms"],
-                         "p99_ms": row["p99_ms"], "cpu_percent": row["cpu_percent"],
-                         "cpu_ms_per_job": row["cpu_ms_per_job"]})
+            rows.append(
+                {
+                    "workload": workload,
+                    "processes": processes,
+                    "jobs_per_s": row["rate_per_s"],
+                    "p50_ms": row["p50_ms"],
+                    "p99_ms": row["p99_ms"],
+                    "cpu_percent": row["cpu_percent"],
+                    "cpu_ms_per_job": row["cpu_ms_per_job"],
+                }
+            )
     return sorted(rows, key=lambda r: (r["workload"] != "mixed", r["processes"]))
 
 
@@ -900,30 +1158,51 @@ def evaluate(results: dict, plan: Plan) -> list[dict]:
     targets = []
 
     def add(name, value, limit, passed):
-        targets.append({"target": name, "value": value, "limit": limit,
-                        "pass": bool(passed) if value is not None else False})
+        targets.append(
+            {
+                "target": name,
+                "value": value,
+                "limit": limit,
+                "pass": bool(passed) if value is not None else False,
+            }
+        )
 
     biggest = max(plan.users)
     for row in results["load"]:
         if row["poll"] == "long" and row["users"] == biggest:
-            add(f"{row['workload']} {biggest}u long-poll efficiency (server CPU per trivial "
-                f"GET ÷ per job) ≥ {TARGETS['efficiency']}", row["efficiency"],
+            add(
+                f"{row['workload']} {biggest}u long-poll efficiency (server CPU per trivial "
+                f"GET ÷ per job) ≥ {TARGETS['efficiency']}",
+                row["efficiency"],
                 TARGETS["efficiency"],
-                row["efficiency"] is not None and row["efficiency"] >= TARGETS["efficiency"])
-            add(f"{row['workload']} {biggest}u long-poll p99 < {TARGETS['p99_ms']:g} ms",
-                row["p99_ms"], TARGETS["p99_ms"],
-                row["p99_ms"] is not None and row["p99_ms"] < TARGETS["p99_ms"])
+                row["efficiency"] is not None and row["efficiency"] >= TARGETS["efficiency"],
+            )
+            add(
+                f"{row['workload']} {biggest}u long-poll p99 < {TARGETS['p99_ms']:g} ms",
+                row["p99_ms"],
+                TARGETS["p99_ms"],
+                row["p99_ms"] is not None and row["p99_ms"] < TARGETS["p99_ms"],
+            )
     if "startup" in results:
         demo, big = results["startup"]["demo"], results["startup"]["big"]
-        add(f"demo serving < {TARGETS['demo_ready_s']:g} s from start (s)",
-            demo["ready_s_median"], TARGETS["demo_ready_s"],
-            demo["ready_s_median"] < TARGETS["demo_ready_s"])
-        add(f"{big['rows']:,} rows serving < {TARGETS['big_ready_s']:g} s (s)",
-            big["ready_s_median"], TARGETS["big_ready_s"],
-            big["ready_s_median"] < TARGETS["big_ready_s"])
-        add(f"{big['rows']:,} rows parent+workers < {TARGETS['big_memory_mb']:g} MB (MB)",
-            big["memory_mb"], TARGETS["big_memory_mb"],
-            big["memory_mb"] < TARGETS["big_memory_mb"])
+        add(
+            f"demo serving < {TARGETS['demo_ready_s']:g} s from start (s)",
+            demo["ready_s_median"],
+            TARGETS["demo_ready_s"],
+            demo["ready_s_median"] < TARGETS["demo_ready_s"],
+        )
+        add(
+            f"{big['rows']:,} rows serving < {TARGETS['big_ready_s']:g} s (s)",
+            big["ready_s_median"],
+            TARGETS["big_ready_s"],
+            big["ready_s_median"] < TARGETS["big_ready_s"],
+        )
+        add(
+            f"{big['rows']:,} rows parent+workers < {TARGETS['big_memory_mb']:g} MB (MB)",
+            big["memory_mb"],
+            TARGETS["big_memory_mb"],
+            big["memory_mb"] < TARGETS["big_memory_mb"],
+        )
     for label, key in (("demo", "demo_worker_us"), ("big", "big_worker_us")):
         if "worker_path_us" not in results:
             break
@@ -931,10 +1210,19 @@ def evaluate(results: dict, plan: Plan) -> list[dict]:
         slowest = max(results["in_worker_us"][label].values(), key=lambda r: r["median_us"])
         worst = slowest["median_us"]
         rows = results["datasets"][label]["rows"]
-        add(f"in-worker median per job < {TARGETS[key]:g} µs on {rows:,} rows, mixed jobs "
-            f"through the worker's JobRunner (µs)", median, TARGETS[key], median < TARGETS[key])
-        add("  the same for the slowest endpoint, uncached (µs)",
-            worst, TARGETS[key], worst < TARGETS[key])
+        add(
+            f"in-worker median per job < {TARGETS[key]:g} µs on {rows:,} rows, mixed jobs "
+            f"through the worker's JobRunner (µs)",
+            median,
+            TARGETS[key],
+            median < TARGETS[key],
+        )
+        add(
+            "  the same for the slowest endpoint, uncached (µs)",
+            worst,
+            TARGETS[key],
+            worst < TARGETS[key],
+        )
     return targets
 
 
@@ -949,43 +1237,57 @@ def fmt(value, digits: int = 1) -> str:
 
 def cpu_cell(row: dict) -> str:
     cpu = row.get("cpu_percent") or {}
-    return "/".join(fmt(cpu.get(k), 0) for k in ("server_parent", "server_workers",
-                                                  "locust", "others"))
+    return "/".join(
+        fmt(cpu.get(k), 0) for k in ("server_parent", "server_workers", "locust", "others")
+    )
 
 
 def _startup_table(results: dict) -> list[str]:
     lines: list[str] = []
     lines.append("")
-    lines.append("Start-up (median of runs) and memory (sum of Pss over parent, workers, "
-                 "manager: shared segment once)")
-    lines.append(f"  {'dataset':<22} {'rows':>10} {'load s':>8} {'ready s':>8} "
-                 f"{'1st job s':>9} {'segment MB':>10} {'Pss MB':>8} {'ΣRss MB':>8}")
+    lines.append(
+        "Start-up (median of runs) and memory (sum of Pss over parent, workers, "
+        "manager: shared segment once)"
+    )
+    lines.append(
+        f"  {'dataset':<22} {'rows':>10} {'load s':>8} {'ready s':>8} "
+        f"{'1st job s':>9} {'segment MB':>10} {'Pss MB':>8} {'ΣRss MB':>8}"
+    )
     for label, row in results["startup"].items():
         memory = max(row["runs"], key=lambda r: r["memory"]["pss_sum_mb"])["memory"]
-        lines.append(f"  {label + ' (' + Path(results['datasets'][label]['path']).name + ')':<22.22} "
-                     f"{row['rows']:>10,} {fmt(row['load_s_median'], 3):>8} "
-                     f"{fmt(row['ready_s_median'], 3):>8} {fmt(row['first_answer_s_median'], 3):>9} "
-                     f"{fmt(memory['segment_mb'], 2):>10} {fmt(memory['pss_sum_mb']):>8} "
-                     f"{fmt(memory['rss_sum_mb']):>8}")
+        lines.append(
+            f"  {label + ' (' + Path(results['datasets'][label]['path']).name + ')':<22.22} "
+            f"{row['rows']:>10,} {fmt(row['load_s_median'], 3):>8} "
+            f"{fmt(row['ready_s_median'], 3):>8} {fmt(row['first_answer_s_median'], 3):>9} "
+            f"{fmt(memory['segment_mb'], 2):>10} {fmt(memory['pss_sum_mb']):>8} "
+            f"{fmt(memory['rss_sum_mb']):>8}"
+        )
     return lines
 
 
 def _worker_table(results: dict) -> list[str]:
     lines: list[str] = []
     lines.append("")
-    lines.append("In-worker cost of one job: compute.stats.answer, uncached, median µs "
-                 "(in brackets: the statistic without JSON encoding)")
+    lines.append(
+        "In-worker cost of one job: compute.stats.answer, uncached, median µs "
+        "(in brackets: the statistic without JSON encoding)"
+    )
     labels = list(results["in_worker_us"])
-    header = "".join(f"{label + ' (' + format(results['datasets'][label]['rows'], ',') + ')':>26}"
-                     for label in labels)
+    header = "".join(
+        f"{label + ' (' + format(results['datasets'][label]['rows'], ',') + ')':>26}"
+        for label in labels
+    )
     lines.append(f"  {'endpoint':<24}{header}")
     for endpoint in ENDPOINTS:
         cells = "".join(
             f"{fmt(results['in_worker_us'][label][endpoint]['median_us']) + ' (' + fmt(results['in_worker_us'][label][endpoint]['compute_only_median_us']) + ')':>26}"
-            for label in labels)
+            for label in labels
+        )
         lines.append(f"  {endpoint:<24}{cells}")
-    cells = "".join(f"{fmt(results['worker_path_us'][label]['median_us']) + ' (p99 ' + fmt(results['worker_path_us'][label]['p99_us']) + ')':>26}"
-                    for label in labels)
+    cells = "".join(
+        f"{fmt(results['worker_path_us'][label]['median_us']) + ' (p99 ' + fmt(results['worker_path_us'][label]['p99_us']) + ')':>26}"
+        for label in labels
+    )
     lines.append(f"  {'mixed jobs, JobRunner':<24}{cells}")
     return lines
 
@@ -994,46 +1296,64 @@ def table(results: dict) -> str:
     lines = []
     meta = results["meta"]
     plan = meta["plan"]
-    lines.append(f"Le Stats Sportif benchmark  {meta['date']}  {meta['machine']}  "
-                 f"{meta['cpus']} CPUs  locust {meta['locust']}"
-                 f"{'  QUICK (smoke numbers only)' if meta['quick'] else ''}")
-    lines.append(f"server: {plan['workers']} worker processes; locust: "
-                 f"{plan['processes']} process(es), FastHttpUser, {plan['duration']:g} s per "
-                 f"run, first {plan['warmup']:g} s left out; load avg at start "
-                 f"{meta['loadavg_start'][0]:.2f}")
-    lines.append("CPU% = percent of one core during the measured window: server parent / "
-                 "server workers+manager / locust / other tenants of the machine; "
-                 "ms/job = server parent CPU ms per job (or request)")
-    lines.append("efficiency = server CPU per trivial GET ÷ server CPU per job (0.5 at best: "
-                 "a job is two requests); server CPU = utime+stime of the parent and all "
-                 "its children, from /proc before and after each run")
+    lines.append(
+        f"Le Stats Sportif benchmark  {meta['date']}  {meta['machine']}  "
+        f"{meta['cpus']} CPUs  locust {meta['locust']}"
+        f"{'  QUICK (smoke numbers only)' if meta['quick'] else ''}"
+    )
+    lines.append(
+        f"server: {plan['workers']} worker processes; locust: "
+        f"{plan['processes']} process(es), FastHttpUser, {plan['duration']:g} s per "
+        f"run, first {plan['warmup']:g} s left out; load avg at start "
+        f"{meta['loadavg_start'][0]:.2f}"
+    )
+    lines.append(
+        "CPU% = percent of one core during the measured window: server parent / "
+        "server workers+manager / locust / other tenants of the machine; "
+        "ms/job = server parent CPU ms per job (or request)"
+    )
+    lines.append(
+        "efficiency = server CPU per trivial GET ÷ server CPU per job (0.5 at best: "
+        "a job is two requests); server CPU = utime+stime of the parent and all "
+        "its children, from /proc before and after each run"
+    )
     c = results.get("ceiling")
     if c:
         lines.append("")
-        lines.append(f"Ceiling: trivial GET /api/num_jobs, {c['locust']['users']} users/"
-                     f"connections{'':<6}req/s   p50 ms   p99 ms   CPU% par/wrk/loc/oth  "
-                     f"ms/req  server µs/req")
-        for label, row in (("locust, same set-up as the job runs", c["locust"]),
-                           ("locust, one process", c.get("locust_single_process")),
-                           ("wrk -t1 (load generator check)", c.get("wrk"))):
+        lines.append(
+            f"Ceiling: trivial GET /api/num_jobs, {c['locust']['users']} users/"
+            f"connections{'':<6}req/s   p50 ms   p99 ms   CPU% par/wrk/loc/oth  "
+            f"ms/req  server µs/req"
+        )
+        for label, row in (
+            ("locust, same set-up as the job runs", c["locust"]),
+            ("locust, one process", c.get("locust_single_process")),
+            ("wrk -t1 (load generator check)", c.get("wrk")),
+        ):
             if row is None:
                 continue
             server_us = (row.get("server_cpu_ms") or {}).get("total")
-            lines.append(f"  {label:<48} {fmt(row['rate_per_s']):>9} {fmt(row['p50_ms'], 2):>8} "
-                         f"{fmt(row['p99_ms'], 2):>8}   {cpu_cell(row):<18} "
-                         f"{fmt((row.get('cpu_ms_per_job') or {}).get('server_parent'), 3):>6}"
-                         f"  {fmt(server_us * 1000 if server_us else None):>13}")
+            lines.append(
+                f"  {label:<48} {fmt(row['rate_per_s']):>9} {fmt(row['p50_ms'], 2):>8} "
+                f"{fmt(row['p99_ms'], 2):>8}   {cpu_cell(row):<18} "
+                f"{fmt((row.get('cpu_ms_per_job') or {}).get('server_parent'), 3):>6}"
+                f"  {fmt(server_us * 1000 if server_us else None):>13}"
+            )
     if results["load"]:
         lines.append("")
         lines.append("End-to-end jobs (POST → checked answer), demo dataset")
-        lines.append(f"  {'workload':<8} {'polling':<8} {'users':>5} {'jobs':>7} {'fail':>5} "
-                     f"{'jobs/s':>8} {'÷ceil':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   "
-                     f"{'CPU% par/wrk/loc/oth':<18} {'eff.':>5}  server µs/job: "
-                     f"total = parent + manager + workers + other")
+        lines.append(
+            f"  {'workload':<8} {'polling':<8} {'users':>5} {'jobs':>7} {'fail':>5} "
+            f"{'jobs/s':>8} {'÷ceil':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   "
+            f"{'CPU% par/wrk/loc/oth':<18} {'eff.':>5}  server µs/job: "
+            f"total = parent + manager + workers + other"
+        )
         for row in results["load"]:
             per_job = row.get("server_cpu_ms") or {}
-            split = " + ".join(fmt(per_job[k] * 1000 if per_job.get(k) is not None else None, 0)
-                               for k in SERVER_ROLES)
+            split = " + ".join(
+                fmt(per_job[k] * 1000 if per_job.get(k) is not None else None, 0)
+                for k in SERVER_ROLES
+            )
             total = per_job.get("total")
             lines.append(
                 f"  {row['workload']:<8} {'long' if row['poll'] == 'long' else row['poll'] + ' s':<8} "
@@ -1041,19 +1361,26 @@ def table(results: dict) -> str:
                 f"{fmt(row['jobs_per_s']):>8} {fmt(row['ratio_to_ceiling'], 2):>6} "
                 f"{fmt(row['p50_ms'], 2):>8} {fmt(row['p99_ms'], 2):>8} {fmt(row['max_ms'], 1):>8}   "
                 f"{cpu_cell(row):<18} {fmt(row.get('efficiency'), 2):>5}  "
-                f"{fmt(total * 1000 if total is not None else None, 0)} = {split}")
+                f"{fmt(total * 1000 if total is not None else None, 0)} = {split}"
+            )
     check = results.get("generator_check") or []
     if len(check) > 2:
         lines.append("")
-        lines.append(f"Load generator check: long polling, {max(plan['users'])} users, other "
-                     f"numbers of locust processes (CPU ms/job: parent/workers/locust)")
+        lines.append(
+            f"Load generator check: long polling, {max(plan['users'])} users, other "
+            f"numbers of locust processes (CPU ms/job: parent/workers/locust)"
+        )
         for row in check:
-            per_job = "/".join(fmt(row["cpu_ms_per_job"].get(k), 2)
-                               for k in ("server_parent", "server_workers", "locust"))
-            lines.append(f"  {row['workload']:<6} {row['processes']} process(es): "
-                         f"{fmt(row['jobs_per_s']):>8} jobs/s   p50 {fmt(row['p50_ms'], 2):>6} ms"
-                         f"   p99 {fmt(row['p99_ms'], 2):>6} ms   CPU% {cpu_cell(row):<16}"
-                         f" ms/job {per_job}")
+            per_job = "/".join(
+                fmt(row["cpu_ms_per_job"].get(k), 2)
+                for k in ("server_parent", "server_workers", "locust")
+            )
+            lines.append(
+                f"  {row['workload']:<6} {row['processes']} process(es): "
+                f"{fmt(row['jobs_per_s']):>8} jobs/s   p50 {fmt(row['p50_ms'], 2):>6} ms"
+                f"   p99 {fmt(row['p99_ms'], 2):>6} ms   CPU% {cpu_cell(row):<16}"
+                f" ms/job {per_job}"
+            )
     if "startup" in results:
         lines.extend(_startup_table(results))
     if "in_worker_us" in results:
@@ -1061,55 +1388,84 @@ def table(results: dict) -> str:
     if results.get("profile"):
         lines.append("")
         profile = results["profile"]
-        lines.append(f"py-spy --gil on the server parent ({profile['samples']} samples, "
-                     f"mixed long-poll, most users): share of the GIL-holding samples")
-        lines.append("  by thread: " + ", ".join(f"{t['frame']} {t['percent']:.0f}%"
-                                                 for t in profile["threads"]))
+        lines.append(
+            f"py-spy --gil on the server parent ({profile['samples']} samples, "
+            f"mixed long-poll, most users): share of the GIL-holding samples"
+        )
+        lines.append(
+            "  by thread: "
+            + ", ".join(f"{t['frame']} {t['percent']:.0f}%" for t in profile["threads"])
+        )
         lines.append(f"  {'own time':<58} inclusive, by source file")
         for mine, theirs in zip(profile["self"][:12], profile["files"][:12]):
-            lines.append(f"  {mine['percent']:5.1f}%  {mine['frame'][:48]:<50} "
-                         f"{theirs['percent']:5.1f}%  {theirs['frame'][-40:]}")
+            lines.append(
+                f"  {mine['percent']:5.1f}%  {mine['frame'][:48]:<50} "
+                f"{theirs['percent']:5.1f}%  {theirs['frame'][-40:]}"
+            )
     lines.append("")
     lines.append("Targets")
     for target in results["targets"]:
-        lines.append(f"  [{'PASS' if target['pass'] else 'FAIL'}] {target['target']}: "
-                     f"{fmt(target['value'], 2)}")
+        lines.append(
+            f"  [{'PASS' if target['pass'] else 'FAIL'}] {target['target']}: "
+            f"{fmt(target['value'], 2)}"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.load.bench", description=(
-        "Benchmark Le Stats Sportif end to end: start-up, memory, in-worker cost, "
-        "request ceiling and job throughput/latency with locust."))
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: one user count, short runs, a few hundred jobs")
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.load.bench",
+        description=(
+            "Benchmark Le Stats Sportif end to end: start-up, memory, in-worker cost, "
+            "request ceiling and job throughput/latency with locust."
+        ),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: one user count, short runs, a few hundred jobs",
+    )
     parser.add_argument("--out", default="bench-results.json", help="JSON results file")
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE),
-                        help="where generated datasets are kept between runs")
-    parser.add_argument("--workdir", help="server state, logs and locust output "
-                                          "(default: a temporary directory, removed)")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="record py-spy on the server parent during the mixed "
-                             "long-poll run with the most users")
+    parser.add_argument(
+        "--cache-dir",
+        default=str(DEFAULT_CACHE),
+        help="where generated datasets are kept between runs",
+    )
+    parser.add_argument(
+        "--workdir",
+        help="server state, logs and locust output (default: a temporary directory, removed)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record py-spy on the server parent during the mixed "
+        "long-poll run with the most users",
+    )
     parser.add_argument("--users", type=int, nargs="+", help="user counts to run")
     parser.add_argument("--duration", type=float, help="seconds per locust run")
     parser.add_argument("--warmup", type=float, help="seconds left out at the start")
     parser.add_argument("--processes", type=int, help="locust worker processes")
     parser.add_argument("--workers", type=int, help="server worker processes")
     parser.add_argument("--big-rows", type=int, help="rows of the generated big dataset")
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS,
-                        help="parts to run (default: all); `--sections ceiling load "
-                             "--users 16 --polls long` measures the efficiency target alone")
-    parser.add_argument("--polls", nargs="+", choices=POLLS,
-                        help="how the job runs collect answers (default: both)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        help="parts to run (default: all); `--sections ceiling load "
+        "--users 16 --polls long` measures the efficiency target alone",
+    )
+    parser.add_argument(
+        "--polls", nargs="+", choices=POLLS, help="how the job runs collect answers (default: both)"
+    )
     args = parser.parse_args(argv)
     plan = make_plan(args)
     os.chdir(ROOT)
     temporary = args.workdir is None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="lestats-bench-"))
     try:
-        results = run(plan, Path(args.cache_dir), workdir,
-                      Path(args.profile) if args.profile else None)
+        results = run(
+            plan, Path(args.cache_dir), workdir, Path(args.profile) if args.profile else None
+        )
     except Exception:
         log(f"failed; server and locust output kept in {workdir}")
         raise

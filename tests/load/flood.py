@@ -11,6 +11,7 @@ port, synthetic data, a temporary state dir) unless --url names a running one (t
 peak resident memory (VmHWM) before and after the flood. tests/test_backpressure.py
 runs a smaller one. Only ever talks to 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,13 @@ class Flood:
     peak_rss_kib: int = 0
 
     def summary(self) -> str:
-        return (f"{len(self.accepted) + self.refused + sum(self.other.values())} requests "
-                f"in {self.seconds:.1f} s: {len(self.accepted)} accepted, {self.refused} "
-                f"refused with 503 (+Retry-After), other {dict(self.other) or 0}; parent "
-                f"peak RSS {self.peak_rss_before_kib / 1024:.1f} MiB before, "
-                f"{self.peak_rss_kib / 1024:.1f} MiB after")
+        return (
+            f"{len(self.accepted) + self.refused + sum(self.other.values())} requests "
+            f"in {self.seconds:.1f} s: {len(self.accepted)} accepted, {self.refused} "
+            f"refused with 503 (+Retry-After), other {dict(self.other) or 0}; parent "
+            f"peak RSS {self.peak_rss_before_kib / 1024:.1f} MiB before, "
+            f"{self.peak_rss_kib / 1024:.1f} MiB after"
+        )
 
 
 def peak_rss_kib(pid: int | None) -> int:
@@ -58,8 +61,9 @@ def peak_rss_kib(pid: int | None) -> int:
     return 0
 
 
-async def flood(url: str, requests: int, concurrency: int, pid: int | None = None,
-                timeout: float = 60.0) -> Flood:
+async def flood(
+    url: str, requests: int, concurrency: int, pid: int | None = None, timeout: float = 60.0
+) -> Flood:
     """POST `requests` jobs over `concurrency` connections, as fast as they go."""
     result = Flood(peak_rss_before_kib=peak_rss_kib(pid))
     numbers = iter(range(requests))
@@ -71,8 +75,9 @@ async def flood(url: str, requests: int, concurrency: int, pid: int | None = Non
         for number in numbers:
             endpoint = ENDPOINTS[number % len(ENDPOINTS)]
             try:
-                async with session.post(f"{url}/api/{endpoint}", data=BODY,
-                                        headers=headers) as response:
+                async with session.post(
+                    f"{url}/api/{endpoint}", data=BODY, headers=headers
+                ) as response:
                     body = await response.read()
                     if response.status == 200:
                         result.accepted.append(json.loads(body)["job_id"])
@@ -109,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--max-queue", type=int, default=10_000,
-                        help="LESTATS_MAX_QUEUE of the server this script starts")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=10_000,
+        help="LESTATS_MAX_QUEUE of the server this script starts",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--url", help="flood a running server on loopback instead")
     parser.add_argument("--pid", type=int, help="its parent pid, for the memory figure")
@@ -128,19 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lestats-flood-") as scratch:
         scratch = Path(scratch)
         data = demo.write(scratch / "demo.csv", count=4000, seed=3)
-        server = start_server(scratch, data=data, workers=args.workers,
-                              env={"LESTATS_MAX_QUEUE": str(args.max_queue)})
+        server = start_server(
+            scratch, data=data, workers=args.workers, env={"LESTATS_MAX_QUEUE": str(args.max_queue)}
+        )
         try:
-            result = asyncio.run(flood(server.url, args.requests, args.concurrency,
-                                       server.pid))
+            result = asyncio.run(flood(server.url, args.requests, args.concurrency, server.pid))
             print(result.summary())
             finished = asyncio.run(drained(server.url))
-            print(f"accepted jobs all finished: {finished}; ids unique: "
-                  f"{len(set(result.accepted)) == len(result.accepted)}")
+            print(
+                f"accepted jobs all finished: {finished}; ids unique: "
+                f"{len(set(result.accepted)) == len(result.accepted)}"
+            )
         finally:
             code = server.stop()
-        ok = not result.other and finished and code == 0 \
-            and not result.refused_without_retry_after
+        ok = not result.other and finished and code == 0 and not result.refused_without_retry_after
         return 0 if ok else 1
 
 

@@ -28,6 +28,7 @@ time and latency of every job, failures by reason) to DIR/<pid>.json when the te
 stops: tests/load/bench.py computes exact percentiles and the rate over a
 measurement window from them (locust's own percentiles are rounded to whole ms).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,17 @@ try:  # run with `python -m locust` from the project root
 except ImportError:  # run by path from elsewhere: locust puts this directory on sys.path
     import answer_shapes  # type: ignore[no-redef]
 
-ALL_ENDPOINTS = ("states_mean", "state_mean", "best5", "worst5", "global_mean",
-                 "diff_from_mean", "state_diff_from_mean", "mean_by_category",
-                 "state_mean_by_category")
+ALL_ENDPOINTS = (
+    "states_mean",
+    "state_mean",
+    "best5",
+    "worst5",
+    "global_mean",
+    "diff_from_mean",
+    "state_diff_from_mean",
+    "mean_by_category",
+    "state_mean_by_category",
+)
 HEAVY_ENDPOINTS = ("mean_by_category", "states_mean", "diff_from_mean")
 RESULTS_NAME = "/api/get_results/[id]"
 
@@ -55,25 +64,43 @@ RESULTS_NAME = "/api/get_results/[id]"
 @events.init_command_line_parser.add_listener
 def _arguments(parser) -> None:
     group = parser.add_argument_group("Le Stats Sportif")
-    group.add_argument("--poll", default="0.2",
-                       help="MixedUser/HeavyUser: seconds between polls of get_results, "
-                            "or 'long' for long polling (default 0.2)")
-    group.add_argument("--long-poll-wait", type=float, default=5.0,
-                       help="the ?wait= of a long poll, in seconds (default 5)")
-    group.add_argument("--job-timeout", type=float, default=60.0,
-                       help="a job without an answer after this many seconds fails")
-    group.add_argument("--max-jobs", type=int, default=0,
-                       help="stop starting jobs after this many per locust process "
-                            "(0 = no limit; bounds smoke runs)")
-    group.add_argument("--samples-dir", default="",
-                       help="write raw samples of this process to DIR/<pid>.json at the end")
+    group.add_argument(
+        "--poll",
+        default="0.2",
+        help="MixedUser/HeavyUser: seconds between polls of get_results, "
+        "or 'long' for long polling (default 0.2)",
+    )
+    group.add_argument(
+        "--long-poll-wait",
+        type=float,
+        default=5.0,
+        help="the ?wait= of a long poll, in seconds (default 5)",
+    )
+    group.add_argument(
+        "--job-timeout",
+        type=float,
+        default=60.0,
+        help="a job without an answer after this many seconds fails",
+    )
+    group.add_argument(
+        "--max-jobs",
+        type=int,
+        default=0,
+        help="stop starting jobs after this many per locust process "
+        "(0 = no limit; bounds smoke runs)",
+    )
+    group.add_argument(
+        "--samples-dir",
+        default="",
+        help="write raw samples of this process to DIR/<pid>.json at the end",
+    )
 
 
 # -- per-process state ------------------------------------------------------------
 _context: answer_shapes.Context | None = None
 _context_lock = gevent.lock.Semaphore()
-_samples: list[tuple[str, float, float]] = []   # (endpoint, wall-clock start, seconds)
-_failures: Counter = Counter()                  # "endpoint: reason" → count
+_samples: list[tuple[str, float, float]] = []  # (endpoint, wall-clock start, seconds)
+_failures: Counter = Counter()  # "endpoint: reason" → count
 _started = 0
 _cpu_warning = False
 
@@ -98,8 +125,15 @@ def _write_samples(environment, **_kw) -> None:
     path = os.path.join(directory, f"{os.getpid()}.json")
     temporary = f"{path}.tmp"
     with open(temporary, "w") as handle:
-        json.dump({"pid": os.getpid(), "samples": _samples, "failures": dict(_failures),
-                   "cpu_warning": _cpu_warning}, handle)
+        json.dump(
+            {
+                "pid": os.getpid(),
+                "samples": _samples,
+                "failures": dict(_failures),
+                "cpu_warning": _cpu_warning,
+            },
+            handle,
+        )
     os.replace(temporary, path)
 
 
@@ -115,10 +149,11 @@ class JobFailed(Exception):
 
 class _JobUser(FastHttpUser):
     """One job at a time: POST, then collect the answer by polling or long polling."""
+
     abstract = True
     wait_time = constant(0)
     endpoints: tuple[str, ...] = ALL_ENDPOINTS
-    poll: str | None = None          # None: the --poll option
+    poll: str | None = None  # None: the --poll option
 
     def on_start(self) -> None:
         self._poll = self.poll or str(_option(self.environment, "poll", "0.2"))
@@ -158,8 +193,7 @@ class _JobUser(FastHttpUser):
         self.run_job(ctx, endpoint, question, state)
 
     def run_job(self, ctx, endpoint: str, question: str, state: str | None) -> None:
-        body = {"question": question} if state is None else {"question": question,
-                                                             "state": state}
+        body = {"question": question} if state is None else {"question": question, "state": state}
         wall = time.time()
         start = time.perf_counter()
         try:
@@ -179,12 +213,18 @@ class _JobUser(FastHttpUser):
     def _report(self, endpoint, start, size, exception, end=None) -> None:
         end = time.perf_counter() if end is None else end
         self.environment.events.request.fire(
-            request_type="JOB", name=endpoint, response_time=(end - start) * 1000.0,
-            response_length=size, exception=exception, context={})
+            request_type="JOB",
+            name=endpoint,
+            response_time=(end - start) * 1000.0,
+            response_length=size,
+            exception=exception,
+            context={},
+        )
 
     def _post(self, endpoint: str, body: dict) -> int:
-        with self.client.post(f"/api/{endpoint}", json=body, name=f"/api/{endpoint}",
-                              catch_response=True) as response:
+        with self.client.post(
+            f"/api/{endpoint}", json=body, name=f"/api/{endpoint}", catch_response=True
+        ) as response:
             if response.status_code != 200:
                 reason = f"POST answered {response.status_code}"
                 response.failure(reason)
@@ -233,11 +273,13 @@ class _JobUser(FastHttpUser):
 
 class ExistingClientUser(_JobUser):
     """Existing clients: all nine endpoints, polling every 0.2 s."""
+
     poll = "0.2"
 
 
 class LongPollUser(_JobUser):
     """All nine endpoints, collected by long polling."""
+
     poll = "long"
 
 
@@ -247,11 +289,13 @@ class MixedUser(_JobUser):
 
 class HeavyUser(_JobUser):
     """mean_by_category, states_mean and diff_from_mean; polling from --poll."""
+
     endpoints = HEAVY_ENDPOINTS
 
 
 class CeilingUser(FastHttpUser):
     """The trivial GET /api/num_jobs, back to back: the server's request ceiling."""
+
     wait_time = constant(0)
 
     @task

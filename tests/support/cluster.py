@@ -2,6 +2,7 @@
 own directory and `appendonly yes`, front-ends (tests.support.live.start_server with
 --broker) and worker nodes (`python -m server worker`), each in its own directory;
 HAProxy started from deploy/haproxy.cfg with only its addresses replaced."""
+
 from __future__ import annotations
 
 import os
@@ -23,20 +24,21 @@ from tests.support.live import ROOT, LiveServer, free_port, shm_segments, start_
 REDIS_SERVER = "/usr/bin/redis-server"
 HAPROXY = "/usr/sbin/haproxy"
 DEPLOY = ROOT / "deploy"
-CLAIM_TIMEOUT = "1.5"   # seconds: fault tests wait for takeovers, keep them short
-NODES: list[WorkerNode] = []      # every worker node a test started
-REDISES: list[RedisServer] = []   # every redis-server a test started
+CLAIM_TIMEOUT = "1.5"  # seconds: fault tests wait for takeovers, keep them short
+NODES: list[WorkerNode] = []  # every worker node a test started
+REDISES: list[RedisServer] = []  # every redis-server a test started
 
 
 def require_redis_server() -> str:
     """The fault tests need the real server; its absence is a failure, not a skip
     (`make test` installs it: Makefile, target system-packages)."""
-    path = shutil.which("redis-server") or (REDIS_SERVER if os.path.exists(REDIS_SERVER)
-                                            else None)
+    path = shutil.which("redis-server") or (REDIS_SERVER if os.path.exists(REDIS_SERVER) else None)
     if path is None:
-        raise AssertionError("redis-server is not installed: the cluster tests need it "
-                             "(apt-get install -y --no-install-recommends redis-server, "
-                             "or `make system-packages`)")
+        raise AssertionError(
+            "redis-server is not installed: the cluster tests need it "
+            "(apt-get install -y --no-install-recommends redis-server, "
+            "or `make system-packages`)"
+        )
     return path
 
 
@@ -55,16 +57,37 @@ class RedisServer:
         with open(self.dir / "redis.out", "ab") as log:
             self.process = subprocess.Popen(
                 # deploy/redis.conf, the operator's file, with these flags over it.
-                [self.binary, str(DEPLOY / "redis.conf"), "--supervised", "no",
-                 "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--dir", str(self.dir), "--appendonly", "yes",
-                 "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes",
-                 "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT)
+                [
+                    self.binary,
+                    str(DEPLOY / "redis.conf"),
+                    "--supervised",
+                    "no",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.dir),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "yes",
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError("redis-server exited:\n"
-                                     + (self.dir / "redis.out").read_text())
+                raise AssertionError(
+                    "redis-server exited:\n" + (self.dir / "redis.out").read_text()
+                )
             try:
                 if self.client().ping():
                     return
@@ -92,14 +115,27 @@ def start_redis(directory: Path) -> RedisServer:
     return server
 
 
-def start_frontend(tmp_path: Path, name: str, broker: RedisServer, data: Path,
-                   workers: int = 0, env: dict | None = None, **options) -> LiveServer:
+def start_frontend(
+    tmp_path: Path,
+    name: str,
+    broker: RedisServer,
+    data: Path,
+    workers: int = 0,
+    env: dict | None = None,
+    **options,
+) -> LiveServer:
     """A front-end in its own directory; `options` go to start_server."""
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
-    return start_server(directory, "--broker", broker.url, data=data, workers=workers,
-                        env={"LESTATS_CLAIM_TIMEOUT": CLAIM_TIMEOUT, **(env or {})},
-                        **options)
+    return start_server(
+        directory,
+        "--broker",
+        broker.url,
+        data=data,
+        workers=workers,
+        env={"LESTATS_CLAIM_TIMEOUT": CLAIM_TIMEOUT, **(env or {})},
+        **options,
+    )
 
 
 @dataclass
@@ -134,35 +170,59 @@ class WorkerNode:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill_all()
-                raise AssertionError(f"worker node did not stop within {timeout} s:\n"
-                                     + self.text()) from None
+                raise AssertionError(
+                    f"worker node did not stop within {timeout} s:\n" + self.text()
+                ) from None
         return self.process.returncode
 
 
-def start_worker_node(tmp_path: Path, name: str, broker: RedisServer, data: Path,
-                      workers: int = 1, ready_timeout: float = 30.0,
-                      wait_ready: bool = True) -> WorkerNode:
+def start_worker_node(
+    tmp_path: Path,
+    name: str,
+    broker: RedisServer,
+    data: Path,
+    workers: int = 1,
+    ready_timeout: float = 30.0,
+    wait_ready: bool = True,
+) -> WorkerNode:
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
     output = directory / "node.out"
-    command = [sys.executable, "-m", "server", "worker", "--broker", broker.url,
-               "--data", str(data), "--workers", str(workers)]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT),
-                   "LESTATS_LOG_FILE": str(directory / "node.log"),
-                   "LESTATS_CLAIM_TIMEOUT": CLAIM_TIMEOUT}
+    command = [
+        sys.executable,
+        "-m",
+        "server",
+        "worker",
+        "--broker",
+        broker.url,
+        "--data",
+        str(data),
+        "--workers",
+        str(workers),
+    ]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LESTATS_LOG_FILE": str(directory / "node.log"),
+        "LESTATS_CLAIM_TIMEOUT": CLAIM_TIMEOUT,
+    }
     with open(output, "wb") as sink:
-        process = subprocess.Popen(command, cwd=directory, env=environment, stdout=sink,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env=environment,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     node = WorkerNode(process, output)
     NODES.append(node)
     deadline = time.monotonic() + ready_timeout
     while wait_ready and "worker node ready" not in node.text():
         if process.poll() is not None:
-            raise AssertionError(f"worker node exited with {process.returncode}:\n"
-                                 + node.text())
+            raise AssertionError(f"worker node exited with {process.returncode}:\n" + node.text())
         if time.monotonic() > deadline:
-            raise AssertionError(f"worker node not ready within {ready_timeout} s:\n"
-                                 + node.text())
+            raise AssertionError(f"worker node not ready within {ready_timeout} s:\n" + node.text())
         time.sleep(0.05)
     return node
 
@@ -172,9 +232,11 @@ def require_haproxy() -> str:
     (`make test` installs it: Makefile, target system-packages)."""
     path = shutil.which("haproxy") or (HAPROXY if os.path.exists(HAPROXY) else None)
     if path is None:
-        raise AssertionError("haproxy is not installed: tests/cluster/test_haproxy.py "
-                             "needs it (apt-get install -y --no-install-recommends "
-                             "haproxy, or `make system-packages`)")
+        raise AssertionError(
+            "haproxy is not installed: tests/cluster/test_haproxy.py "
+            "needs it (apt-get install -y --no-install-recommends "
+            "haproxy, or `make system-packages`)"
+        )
     return path
 
 
@@ -189,10 +251,15 @@ def haproxy_config(port: int, backends: list[int], socket_path: Path) -> str:
     its servers on `backends`, the runtime socket at `socket_path`."""
     text = (DEPLOY / "haproxy.cfg").read_text()
     servers = _SERVER.findall(text)
-    if len(_BIND.findall(text)) != 1 or len(servers) != len(backends) \
-            or len(_SOCKET.findall(text)) != 1:
-        raise AssertionError("deploy/haproxy.cfg no longer has the bind, server and "
-                             "stats socket lines this test replaces")
+    if (
+        len(_BIND.findall(text)) != 1
+        or len(servers) != len(backends)
+        or len(_SOCKET.findall(text)) != 1
+    ):
+        raise AssertionError(
+            "deploy/haproxy.cfg no longer has the bind, server and "
+            "stats socket lines this test replaces"
+        )
     ports = iter(backends)
     text = _SERVER.sub(lambda m: f"{m.group(1)}127.0.0.1:{next(ports)}", text)
     text = _BIND.sub(lambda m: f"{m.group(1)}127.0.0.1:{port}", text)
@@ -245,19 +312,20 @@ def start_haproxy(directory: Path, backends: list[int], timeout: float = 15.0) -
     socket_path = directory / "haproxy.sock"
     config = directory / "haproxy.cfg"
     config.write_text(haproxy_config(port, backends, socket_path))
-    checked = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True,
-                             check=False, text=True, timeout=30)
+    checked = subprocess.run(
+        [binary, "-c", "-f", str(config)], capture_output=True, check=False, text=True, timeout=30
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     output = directory / "haproxy.out"
     with open(output, "wb") as sink:
-        process = subprocess.Popen([binary, "-db", "-f", str(config)], cwd=directory,
-                                   stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [binary, "-db", "-f", str(config)], cwd=directory, stdout=sink, stderr=subprocess.STDOUT
+        )
     balancer = HAProxy(process, output, port, socket_path)
     deadline = time.monotonic() + timeout
     while not socket_path.exists() or not _listening(port):
         if process.poll() is not None:
-            raise AssertionError(f"haproxy exited with {process.returncode}:\n"
-                                 + balancer.text())
+            raise AssertionError(f"haproxy exited with {process.returncode}:\n" + balancer.text())
         if time.monotonic() > deadline:
             balancer.stop()
             raise AssertionError(f"haproxy not ready within {timeout} s:\n" + balancer.text())

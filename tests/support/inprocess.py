@@ -1,5 +1,6 @@
 """The application in the test's own event loop, with a real pool of worker processes,
 for tests driven through pytest-aiohttp's `aiohttp_client`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,11 +28,15 @@ async def running_app(csv, state_dir, workers: int = 1, **settings):
     settings = Settings(state_dir=str(state_dir), workers=workers, **settings)
     shared = SharedDataset.create(load_csv(csv))
     try:
-        service = JobService(state_dir, max_queue=settings.max_queue,
-                             retain=settings.max_results)
+        service = JobService(state_dir, max_queue=settings.max_queue, retain=settings.max_results)
         unfinished = service.open()
-        pool = LocalPool(shared.handle, workers, service.results.files, service.on_done,
-                         job_timeout=settings.job_timeout)
+        pool = LocalPool(
+            shared.handle,
+            workers,
+            service.results.files,
+            service.on_done,
+            job_timeout=settings.job_timeout,
+        )
         pool.start()
         try:
             service.start(pool, unfinished)

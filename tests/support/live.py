@@ -1,5 +1,6 @@
 """A real server process for end-to-end tests: started with `python -m server serve`
 on a free loopback port, driven over HTTP exactly as an existing client does."""
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http(url: str, method: str = "GET", body=None, timeout: float = 10.0,
-         headers: dict | None = None, raw: bytes | None = None) -> tuple[int, Any, dict]:
+def http(
+    url: str,
+    method: str = "GET",
+    body=None,
+    timeout: float = 10.0,
+    headers: dict | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any, dict]:
     """(status, parsed JSON, headers) of one request, error statuses included; raises
     OSError when the server cannot be reached (refused, reset, killed mid-answer).
     `body` is sent as JSON, `raw` as it is. The one HTTP helper of the tests."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json",
-                                              **(headers or {})})
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read()), dict(response.headers)
@@ -58,8 +68,15 @@ class LiveServer:
     def pid(self) -> int:
         return self.process.pid
 
-    def request(self, method: str, path: str, body=None, headers: dict | None = None,
-                timeout: float = 10.0, raw: bytes | None = None) -> tuple[int, dict]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        headers: dict | None = None,
+        timeout: float = 10.0,
+        raw: bytes | None = None,
+    ) -> tuple[int, dict]:
         status, answer, _ = http(self.url + path, method, body, timeout, headers, raw)
         return status, answer
 
@@ -90,8 +107,9 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-                raise AssertionError(f"server did not stop within {timeout} s:\n"
-                                     + self.output.read_text()) from None
+                raise AssertionError(
+                    f"server did not stop within {timeout} s:\n" + self.output.read_text()
+                ) from None
         return self.process.returncode
 
     def text(self) -> str:
@@ -106,27 +124,57 @@ def assert_clean_stop(server: LiveServer, sig: int = signal.SIGTERM) -> None:
     assert shm_segments(server.pid) == [], server.text()
 
 
-def serve_command(port: int, workers: int, state_dir: Path, data: Path | None = None,
-                  host: str = "127.0.0.1", program: list[str] | None = None) -> list[str]:
+def serve_command(
+    port: int,
+    workers: int,
+    state_dir: Path,
+    data: Path | None = None,
+    host: str = "127.0.0.1",
+    program: list[str] | None = None,
+) -> list[str]:
     """`lestats serve` as the tests and the benchmark run it (`program` replaces
     `python -m server`)."""
-    command = [*(program or [sys.executable, "-m", "server"]), "serve", "--host", host,
-               "--port", str(port), "--workers", str(workers), "--state-dir", str(state_dir)]
+    command = [
+        *(program or [sys.executable, "-m", "server"]),
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--state-dir",
+        str(state_dir),
+    ]
     return command + (["--data", str(data)] if data is not None else [])
 
 
 def serve_environment(log_file: Path, env: dict | None = None) -> dict[str, str]:
     """Its environment: our log file, and no linger (a test or a run stops at once)."""
-    return {**os.environ, "LESTATS_LOG_FILE": str(log_file), "LESTATS_SHUTDOWN_LINGER": "0",
-            **(env or {})}
+    return {
+        **os.environ,
+        "LESTATS_LOG_FILE": str(log_file),
+        "LESTATS_SHUTDOWN_LINGER": "0",
+        **(env or {}),
+    }
 
 
-def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: int = 2,
-                 env: dict | None = None, state_dir: Path | None = None,
-                 port: int | None = None, host: str = "127.0.0.1",
-                 ready_timeout: float = 30.0, wait_ready: bool = True,
-                 preexec_fn=None, console: int | None = None,
-                 program: list[str] | None = None, cwd: Path | None = None) -> LiveServer:
+def start_server(
+    tmp_path: Path,
+    *args: str,
+    data: Path | None = None,
+    workers: int = 2,
+    env: dict | None = None,
+    state_dir: Path | None = None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    ready_timeout: float = 30.0,
+    wait_ready: bool = True,
+    preexec_fn=None,
+    console: int | None = None,
+    program: list[str] | None = None,
+    cwd: Path | None = None,
+) -> LiveServer:
     """`console`: where stdout and stderr go instead of `LiveServer.output` (e.g.
     subprocess.PIPE, for a test that stalls or closes the server's stderr).
     `program` replaces `python -m server` (e.g. an installed `lestats` script,
@@ -141,11 +189,17 @@ def start_server(tmp_path: Path, *args: str, data: Path | None = None, workers: 
     if program is None:
         environment["PYTHONPATH"] = str(ROOT)
     with open(output, "wb") as sink:
-        process = subprocess.Popen(command, cwd=cwd or tmp_path, env=environment,
-                                   stdout=sink if console is None else console,
-                                   stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-    server = LiveServer(f"http://127.0.0.1:{port}", process, state_dir, log_file, output,
-                        port, command)
+        process = subprocess.Popen(
+            command,
+            cwd=cwd or tmp_path,
+            env=environment,
+            stdout=sink if console is None else console,
+            stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
+        )
+    server = LiveServer(
+        f"http://127.0.0.1:{port}", process, state_dir, log_file, output, port, command
+    )
     STARTED.append(server)
     if wait_ready:
         _wait_ready(server, ready_timeout)
@@ -156,8 +210,9 @@ def _wait_ready(server: LiveServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise AssertionError(f"server exited with {server.process.returncode}:\n"
-                                 + server.text())
+            raise AssertionError(
+                f"server exited with {server.process.returncode}:\n" + server.text()
+            )
         try:
             if server.get("/api/info", timeout=1.0)[0] == 200:
                 return

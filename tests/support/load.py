@@ -4,6 +4,7 @@ load of client threads against a real server process, and a look at its processe
 Everything here talks to one LiveServer on loopback; every loop is bounded by a stop
 flag and every request by a timeout, so a test using it always ends by itself.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,15 @@ class ClientLoad:
     killed: counted in `unreachable`) or when stop() is called. Any other surprise
     (a wrong status, a duplicate id) is raised again by stop()."""
 
-    def __init__(self, url: str | list[str], mix: JobMix, clients: int = 6, seed: int = 0,
-                 max_jobs: int = 5000, polls: bool = True):
+    def __init__(
+        self,
+        url: str | list[str],
+        mix: JobMix,
+        clients: int = 6,
+        seed: int = 0,
+        max_jobs: int = 5000,
+        polls: bool = True,
+    ):
         self.polls = polls  # False: only POST (a test whose results get evicted)
         self.urls = [url] if isinstance(url, str) else list(url)  # several: round robin
         self.mix = mix
@@ -74,8 +82,10 @@ class ClientLoad:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._max_jobs = max_jobs
-        self._threads = [threading.Thread(target=self._client, args=(seed * 1000 + i,),
-                                          daemon=True) for i in range(clients)]
+        self._threads = [
+            threading.Thread(target=self._client, args=(seed * 1000 + i,), daemon=True)
+            for i in range(clients)
+        ]
 
     def start(self) -> ClientLoad:
         for thread in self._threads:
@@ -157,7 +167,7 @@ def _stat(pid: int) -> tuple[str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[1])
 
 
@@ -181,6 +191,8 @@ def peak_rss_kib(pid: int) -> int:
 
 def log_text(log_file: Path) -> str:
     """The whole log, oldest first, across the rotated files (webserver.log.5 … .1)."""
-    rotated = sorted(log_file.parent.glob(log_file.name + ".*"),
-                     key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    rotated = sorted(
+        log_file.parent.glob(log_file.name + ".*"),
+        key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0,
+    )
     return "".join(p.read_text() for p in [*rotated, log_file] if p.exists())

@@ -2,6 +2,7 @@
 killed by the OOM killer. Its question is a str subclass whose hash (taken by the
 worker's answer cache) SIGKILLs the process when that process is a worker; the
 parent and the manager never hash it."""
+
 from __future__ import annotations
 
 import multiprocessing

@@ -5,6 +5,7 @@ namespace — which has no interface but lo, so nothing outside can reach it —
 for an admin action from 192.0.2.1, a client the server must treat as a stranger, and
 from 127.0.0.1. Prints one JSON object with what happened; tests/test_admin.py judges.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,8 +30,9 @@ def configure_loopback() -> None:
         request = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-        address = struct.pack("16sH2s4s16x", b"lo:1", socket.AF_INET, b"\0\0",
-                              socket.inet_aton(STRANGER))
+        address = struct.pack(
+            "16sH2s4s16x", b"lo:1", socket.AF_INET, b"\0\0", socket.inet_aton(STRANGER)
+        )
         fcntl.ioctl(sock, SIOCSIFADDR, address)
 
 
@@ -38,10 +40,10 @@ def interfaces() -> list[str]:
     return sorted(name for _, name in socket.if_nameindex())
 
 
-def ask(port: int, source: str, token: str | None = None,
-        headers: dict | None = None) -> tuple[int, dict]:
-    connection = http.client.HTTPConnection(source, port, timeout=10,
-                                            source_address=(source, 0))
+def ask(
+    port: int, source: str, token: str | None = None, headers: dict | None = None
+) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection(source, port, timeout=10, source_address=(source, 0))
     headers = dict(headers or {})
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -56,24 +58,36 @@ def ask(port: int, source: str, token: str | None = None,
 def main(workdir: str, data: str) -> None:
     configure_loopback()
     report = {"interfaces": interfaces()}
-    open_server = start_server(Path(workdir) / "open", data=Path(data), host="0.0.0.0",
-                               workers=1)
+    open_server = start_server(Path(workdir) / "open", data=Path(data), host="0.0.0.0", workers=1)
     try:
         report["stranger"] = ask(open_server.port, STRANGER)
         report["stranger_with_a_made_up_token"] = ask(open_server.port, STRANGER, "guess")
-        report["stranger_posing_as_local"] = ask(open_server.port, STRANGER, headers={
-            "X-Forwarded-For": "127.0.0.1", "X-Real-IP": "127.0.0.1",
-            "Forwarded": "for=127.0.0.1", "Host": "localhost"})
-        report["after_refusals_still_accepting"] = \
-            open_server.get("/readyz")[1] == {"status": "ready"}
+        report["stranger_posing_as_local"] = ask(
+            open_server.port,
+            STRANGER,
+            headers={
+                "X-Forwarded-For": "127.0.0.1",
+                "X-Real-IP": "127.0.0.1",
+                "Forwarded": "for=127.0.0.1",
+                "Host": "localhost",
+            },
+        )
+        report["after_refusals_still_accepting"] = open_server.get("/readyz")[1] == {
+            "status": "ready"
+        }
         report["loopback"] = ask(open_server.port, "127.0.0.1")
         report["open_exit"] = open_server.process.wait(30)
     finally:
         open_server.stop()
     report["open_log"] = open_server.log_file.read_text()
 
-    token_server = start_server(Path(workdir) / "token", data=Path(data), host="0.0.0.0",
-                                workers=1, env={"LESTATS_ADMIN_TOKEN": "s3cret"})
+    token_server = start_server(
+        Path(workdir) / "token",
+        data=Path(data),
+        host="0.0.0.0",
+        workers=1,
+        env={"LESTATS_ADMIN_TOKEN": "s3cret"},
+    )
     try:
         report["token_missing"] = ask(token_server.port, STRANGER)
         report["token_wrong"] = ask(token_server.port, STRANGER, "s3cre")
