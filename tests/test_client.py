@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import os
 import re
@@ -362,19 +363,24 @@ def test_output_into_a_closed_pipe_is_no_traceback(server):
         "--url",
         server[0],
     ]
+    # A pipe smaller than the answer (the default 64 KiB could hold all of it, and
+    # the command would finish before the reader leaves): the write must meet EPIPE.
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
     with subprocess.Popen(
         command,
-        stdout=subprocess.PIPE,
+        stdout=writer,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ) as process:
-        assert process.stdout.readline().split() == [
-            b"state",
-            b"category",
-            b"stratification",
-            b"mean",
-        ]
-        process.stdout.close()
+        os.close(writer)
+        with os.fdopen(reader, "rb") as output:
+            assert output.readline().split() == [
+                b"state",
+                b"category",
+                b"stratification",
+                b"mean",
+            ]
         errors = process.stderr.read().decode()
         assert process.wait(60) == 141
     assert errors == ""

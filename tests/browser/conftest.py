@@ -25,7 +25,7 @@ BROWSER_MS = 30_000
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-packages` (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

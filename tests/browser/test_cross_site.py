@@ -121,6 +121,8 @@ def test_the_servers_own_page_still_submits_jobs(browser, server):
     finally:
         context.close()
     status, body = answer
-    assert status == 200 and body["job_id"] == 1, answer
-    result = server.get("/api/get_results/1?wait=10")[1]
+    # The page itself submits the preselected question's jobs as it loads, so this
+    # job's id is whatever comes next; that the POST was accepted is the point.
+    assert status == 200 and isinstance(body["job_id"], int), answer
+    result = server.get(f"/api/get_results/{body['job_id']}?wait=10")[1]
     assert result["status"] == "done", json.dumps(result)[:300]
