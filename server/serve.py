@@ -136,7 +136,7 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
         dataset = shared.dataset  # the parent, too, reads the one shared copy
         release_memory()
         if isinstance(service, JobService):
-            workers = _start_embedded(service, shared, settings, stack, fingerprint)
+            workers = start_embedded(service, shared, settings, stack, fingerprint)
         else:
             from server.cluster.service import start
 
@@ -206,14 +206,16 @@ async def _serve_with(service: Service, settings: Settings, reuse_port: bool) ->
     return 0
 
 
-def _start_embedded(
+def start_embedded(
     service: JobService,
     shared: SharedDataset,
     settings: Settings,
     stack: contextlib.AsyncExitStack,
-    fingerprint: str,
+    fingerprint: str | None,
 ) -> int:
-    """Recover what an earlier run left, start the worker pool; its size."""
+    """Recover what an earlier run left, start the worker pool; its size. Whatever it
+    starts is stopped by `stack` (tests/support/inprocess.py assembles an app the same
+    way, in a test's own event loop)."""
     stack.callback(service.close)
     unfinished = service.open(fingerprint)
     pool = LocalPool(
