@@ -25,7 +25,6 @@ from server import datasource, logsetup
 from server.app import init_app
 from server.config import Settings
 from server.errors import JsonAppRunner
-from server.executor import health_of
 from server.jobs import JobService, Service
 from server.pool import LocalPool
 from server.statelock import StateDirError, StateLock
@@ -255,29 +254,29 @@ def _address(host: str) -> str:
 
 
 async def _drain(service: Service, patience: float) -> bool:
-    """Wait until every accepted job has finished — but not for a pool that cannot run
-    them: after `patience` seconds in a row without a ready pool, give up (False). The
-    jobs left are in the journal and run at the next start; the exit code (1) tells a
-    supervisor to start it again."""
+    """Wait until every accepted job has finished — but not for a service that cannot
+    run them (a pool that is not ready; in cluster mode also Redis unreachable): after
+    `patience` seconds in a row of that, give up (False). The jobs left are in the
+    journal (cluster mode: in Redis) and run at the next start or on another node; the
+    exit code (1) tells a supervisor to start it again."""
     unready_since: float | None = None
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.wait_drained(), 1.0)
             return True
-        health = health_of(service.executor)
-        if health["ready"]:
+        reason = service.unready()
+        if reason is None:
             unready_since = None
             continue
         now = time.monotonic()
         unready_since = now if unready_since is None else unready_since
         if now - unready_since >= patience:
             log.error(
-                "stopping with %d unfinished job(s): the worker pool has not been "
-                "ready for %.0f s (%s); they stay in the journal and run at the next "
-                "start",
+                "stopping with %d unfinished job(s): not ready for %.0f s (%s); they "
+                "stay in the journal (cluster mode: in Redis) and run at the next start",
                 service.running_count,
                 now - unready_since,
-                health["reason"],
+                reason,
                 extra=logsetup.CONSOLE,
             )
             return False

@@ -355,10 +355,14 @@ def test_a_restart_on_other_data_answers_old_jobs_with_an_error(tmp_path, demo_c
     other_mix = JobMix(other, seed=0)
     server = start_server(tmp_path, data=demo_csv, workers=1)
     fingerprint = server.get("/api/info")[1]["dataset_fingerprint"]
-    for pid in server.get("/api/info")[1]["pids"]["workers"]:
+    stopped = server.get("/api/info")[1]["pids"]["workers"]
+    for pid in stopped:
         os.kill(pid, signal.SIGSTOP)  # accepted, never finished
     held = [server.post("/api/best5", {"question": q})[1]["job_id"] for q in questions[:3]]
     server.stop(signal.SIGKILL)
+    for pid in stopped:  # one stopped before it had asked to die with its parent
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     moved = start_server(tmp_path, data=other, workers=1, state_dir=server.state_dir)
     changed = moved.get("/api/info")[1]["dataset_fingerprint"]
     assert changed != fingerprint

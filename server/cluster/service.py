@@ -46,6 +46,7 @@ class ClusterJobService:
         self.fingerprint = ""
         self.listeners: list = []  # (event, job, ok), as JobService's
         self.idle_at_shutdown = False
+        self.redis_fault: str | None = None  # why the subscription cannot be held now
         self.shutdown_requested = asyncio.Event()
         self.linger_cut = asyncio.Event()
         self._drained = asyncio.Event()
@@ -227,7 +228,10 @@ class ClusterJobService:
         return {"pool": health_of(self.executor)}
 
     def unready(self) -> str | None:
-        """Why this front-end's own workers cannot run jobs now (other nodes may)."""
+        """Why this front-end cannot see jobs through now: Redis unreachable, or its
+        own workers cannot run jobs (other nodes may)."""
+        if self.redis_fault:
+            return self.redis_fault
         pool = health_of(self.executor)
         return None if pool["ready"] else f"not ready: {pool['reason']}"
 
@@ -273,6 +277,7 @@ class ClusterJobService:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(broker.CHANNEL)
+                    self.redis_fault = None
                     self._wake_all()  # notices may have been missed while away
                     pause = LISTEN_PAUSE[0]
                     while True:
@@ -284,6 +289,9 @@ class ClusterJobService:
                                 job_id, _, ok = item.partition(b":")
                                 self._finished(int(job_id), ok == b"1")
             except broker.UNREACHABLE as exc:
+                # Not ready meanwhile: /readyz says so, and a draining front-end gives up
+                # after job_timeout instead of waiting for Redis forever.
+                self.redis_fault = f"the job store (Redis) is unreachable: {exc}"
                 log.warning(
                     "lost the subscription to finished jobs (%s); again in %.1f s", exc, pause
                 )

@@ -35,3 +35,21 @@ def test_front_end_with_its_own_workers_drains_them(tmp_path, broker, demo_csv):
     assert a.stop() == 0, a.text()  # SIGTERM: its workers finish its jobs first
     b = start_frontend(tmp_path, "b", broker, demo_csv)  # no workers: all were done
     check_all(load, b, timeout=10)
+
+
+def test_a_front_end_draining_without_redis_gives_up_and_exits_1(tmp_path, broker, demo_csv):
+    """SIGTERM while a job it acknowledged can never be seen finishing (Redis is gone):
+    /readyz says why, and after job_timeout of that the front-end exits 1 (a supervisor
+    starts it again; the job itself stays in Redis) instead of waiting forever."""
+    a = start_frontend(tmp_path, "a", broker, demo_csv, env={"LESTATS_JOB_TIMEOUT": "2"})
+    mix = JobMix(demo_csv, 8)
+    assert a.post("/api/best5", {"question": mix.pick()[1]["question"]})[0] == 200  # no worker
+    broker.kill()
+    status, reply = a.get("/readyz")
+    deadline = time.monotonic() + 20
+    while status == 200 and time.monotonic() < deadline:  # noticed within a few seconds
+        time.sleep(0.2)
+        status, reply = a.get("/readyz")
+    assert status == 503 and "unreachable" in reply["reason"], reply
+    assert a.stop(timeout=60) == 1, a.text()
+    assert "stopping with 1 unfinished job(s)" in a.text(), a.text()
