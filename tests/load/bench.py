@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compute.endpoints import ENDPOINTS as SPECS
 from tests.support.live import free_port, serve_command, serve_environment
 from tests.support.live import http as live_http
 
@@ -71,8 +72,9 @@ ENDPOINTS = (
     "mean_by_category",
     "state_mean_by_category",
 )
-NEEDS_STATE = {"state_mean", "state_diff_from_mean", "state_mean_by_category"}
-NEEDS_DIRECTION = {"best5", "worst5"}
+# Which of them take a state or need a ranked question: the endpoint table says.
+NEEDS_STATE = {name for name in ENDPOINTS if SPECS[name].needs_state}
+NEEDS_DIRECTION = {name for name in ENDPOINTS if SPECS[name].needs_direction}
 USER_CLASS = {"mixed": "MixedUser", "heavy": "HeavyUser"}
 POLLS = ("0.2", "long")
 SERVER_ROLES = ("parent", "manager", "workers", "other")
@@ -612,7 +614,6 @@ def measure_worker_path(path: str, plan: Plan, seed: int = 11) -> dict:
 
 def measure_in_worker(path: str, plan: Plan, seed: int = 7) -> dict:
     from compute.dataset import load_csv
-    from compute.endpoints import ENDPOINTS as SPECS
     from compute.questions import direction
     from compute.stats import COMPUTE, answer
 
