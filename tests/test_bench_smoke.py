@@ -120,3 +120,41 @@ def test_quick_benchmark_produces_every_number(tmp_path):
 
     assert results["targets"]
     assert all(isinstance(target["pass"], bool) for target in results["targets"])
+
+
+def test_profile_is_split_by_server_process(tmp_path):
+    """`--profile` samples every server process (py-spy --subprocesses): each stack
+    starts with one `process PID:"command line";` per process down to the sampled one,
+    and a child's command line holds ";" (spawn_main)."""
+    from tests.load.bench import summarise_profile
+
+    child = (
+        'process {pid}:"python -c from multiprocessing.spawn import spawn_main; '
+        'spawn_main(pipe_handle=9)"'
+    )
+    parent = 'process 100:"python -m server serve"'
+    raw = tmp_path / "server.collapsed.txt"
+    raw.write_text(
+        f"{parent};thread (1): MainThread;run (uvloop/__init__.py:92);"
+        "submit (server/routes.py:80) 6\n"
+        f"{parent};thread (2): log-writer;LogWriter.run (server/logsetup.py:10) 2\n"
+        f"{parent};{child.format(pid=201)};thread (3): MainThread;"
+        "main (server/pool/worker.py:140);answer (compute/stats.py:20) 3\n"
+        f"{parent};{child.format(pid=202)};thread (4): MainProcess|pool-feeder;"
+        "Server.serve_client (multiprocessing/managers.py:273) 1\n"
+    )
+    profile = summarise_profile(raw, {100: "parent", 201: "workers", 202: "manager"})
+    assert profile is not None and profile["samples"] == 12
+    processes = profile["processes"]
+    assert list(processes) == ["parent", "workers", "manager"]  # most samples first
+    assert [processes[r]["percent"] for r in processes] == [66.7, 25.0, 8.3]
+    assert processes["parent"]["threads"] == [
+        {"frame": "MainThread", "percent": 75.0},
+        {"frame": "log-writer", "percent": 25.0},
+    ]
+    assert processes["workers"]["self"] == [
+        {"frame": "answer (compute/stats.py)", "percent": 100.0}
+    ]
+    files = {f["frame"] for f in processes["workers"]["files"]}
+    assert files == {"server/pool/worker.py", "compute/stats.py"}  # spawn entry left out
+    assert processes["manager"]["threads"][0]["frame"] == "MainProcess|pool-feeder"

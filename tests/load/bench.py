@@ -22,8 +22,9 @@ It runs from the project root and, in order:
 
 While every locust run goes on, a sampler reads /proc every 0.25 s for the CPU time
 of the server's parent, of its workers and of the locust processes, so each row
-shows who was busy. `--profile DIR` also records py-spy on the server parent during
-the mixed long-poll run with the most users and prints its top frames.
+shows who was busy. `--profile DIR` also records py-spy on every server process (the
+parent, the manager and the workers) during the mixed long-poll run with the most
+users and prints each one's top frames.
 
 Nothing here asserts a time: targets are printed as pass/fail. docs/benchmark.md
 describes the method.
@@ -78,6 +79,7 @@ NEEDS_DIRECTION = {name for name in ENDPOINTS if SPECS[name].needs_direction}
 USER_CLASS = {"mixed": "MixedUser", "heavy": "HeavyUser"}
 POLLS = ("0.2", "long")
 SERVER_ROLES = ("parent", "manager", "workers", "other")
+PROFILE_FILE = "server.collapsed.txt"  # py-spy's raw samples of every server process
 # startup: start-up and memory; worker: in-worker cost; ceiling: the trivial GET;
 # load: the job matrix; check: is the load generator the limit (wrk, one locust
 # process for the ceiling, other locust process counts for the jobs).
@@ -315,6 +317,16 @@ def server_cpu(server: Server) -> dict[str, float]:
                 else "other"
             )
             roles[role] += stat[1]
+    return roles
+
+
+def server_roles(server: Server) -> dict[int, str]:
+    """pid → role (parent, manager, workers) of the server's processes now."""
+    pids = server.info.get("pids") or {}
+    roles = {pid: "workers" for pid in pids.get("workers") or ()}
+    if pids.get("manager"):
+        roles[pids["manager"]] = "manager"
+    roles[server.pid] = "parent"
     return roles
 
 
@@ -747,6 +759,8 @@ def run_locust(
             finish_profile(spy)
     after = server_cpu(server)
     row = summarise(samples_dir, plan, sampler, locust.returncode, workdir / "locust.out")
+    if spy is not None:
+        row["profile"] = summarise_profile(spy[1], server_roles(server))
     # The whole run, warm-up included, from /proc before and after: every job (or
     # request) answered against everything the server's processes spent meanwhile.
     row["server_cpu_ms"] = cpu_per_item(before, after, row["jobs_total"])
@@ -869,10 +883,12 @@ def start_profile(pid: int, directory: Path, duration: float):
         log("py-spy not found; no profile")
         return None
     directory.mkdir(parents=True, exist_ok=True)
-    raw = directory / "server-parent.collapsed.txt"
+    raw = directory / PROFILE_FILE
     # Starts after locust's start-up and the warm-up; --nonblocking does not pause
     # the server to sample it; --gil keeps only samples of the thread holding the GIL
-    # (where the parent's Python CPU time goes: the event loop or one of its threads).
+    # (where a process's Python CPU time goes: its main thread or one of its others);
+    # --subprocesses samples the manager and the workers too, each stack naming its
+    # process, so summarise_profile() can tell them apart.
     command = [
         spy,
         "record",
@@ -885,6 +901,7 @@ def start_profile(pid: int, directory: Path, duration: float):
         "--nonblocking",
         "--gil",
         "--threads",
+        "--subprocesses",
         "--format",
         "raw",
         "--output",
@@ -916,48 +933,72 @@ _ENTRY_FILES = {
     "asyncio/runners.py",
     "uvloop/__init__.py",
     "threading.py",
+    "<string>",  # a spawned child's entry
+    "multiprocessing/spawn.py",
+    "multiprocessing/process.py",
 }
 
 
-def summarise_profile(raw: Path, top: int = 15) -> dict | None:
-    """Shares of the samples: per thread, per function (own and inclusive time, line
-    numbers dropped) and per source file (inclusive: a stack inside logging/ counts
-    for logging/__init__.py however deep)."""
+# py-spy --subprocesses starts each stack with one `process PID:"command line";` per
+# process from the parent down to the sampled one (a command line may hold ";").
+_PROCESS = re.compile(r'^process (\d+):"[^"]*";')
+
+
+def summarise_profile(raw: Path, roles: dict[int, str], top: int = 15) -> dict | None:
+    """Per process role (parent, manager, workers; `roles` maps pid → role, the rest is
+    "other"): its share of the samples, and within it the shares per thread, per
+    function (own and inclusive time, line numbers dropped) and per source file
+    (inclusive: a stack inside logging/ counts for logging/__init__.py however deep)."""
     if not raw.is_file():
         return None
-    own, inclusive, files, threads, total = Counter(), Counter(), Counter(), Counter(), 0
+    counters: dict[str, dict[str, Counter]] = {}
+    totals: Counter = Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        thread, *frames = stack.split(";")
-        if not frames:
+        pids = []
+        while m := _PROCESS.match(stack):
+            pids.append(int(m.group(1)))
+            stack = stack[m.end() :]
+        parts = stack.split(";")
+        if not pids or len(parts) < 2:
             continue
-        total += n
-        threads[re.sub(r"^thread \(\d+\): ", "", thread)] += n
+        role = roles.get(pids[-1], "other")  # the innermost process is the sampled one
+        thread, *frames = parts
+        totals[role] += n
+        mine = counters.setdefault(
+            role, {k: Counter() for k in ("threads", "self", "inclusive", "files")}
+        )
+        mine["threads"][re.sub(r"^thread \(\d+\): ", "", thread)] += n
         functions = [_LINE.sub(")", f) for f in frames]
-        own[functions[-1]] += n
+        mine["self"][functions[-1]] += n
         for function in set(functions):
-            inclusive[function] += n
+            mine["inclusive"][function] += n
         for name in {m.group(1) for f in frames if (m := _FILE.search(f))} - _ENTRY_FILES:
-            files[name] += n
-    if total == 0:
+            mine["files"][name] += n
+    everything = sum(totals.values())
+    if everything == 0:
         return None
 
-    def share(counter):
+    def share(counter: Counter, total: int) -> list[dict]:
         return [
             {"frame": f, "percent": round(100.0 * n / total, 1)}
             for f, n in counter.most_common(top)
         ]
 
     return {
-        "samples": total,
-        "threads": share(threads),
-        "self": share(own),
-        "inclusive": share(inclusive),
-        "files": share(files),
+        "samples": everything,
         "file": str(raw),
+        "processes": {
+            role: {
+                "samples": totals[role],
+                "percent": round(100.0 * totals[role] / everything, 1),
+                **{kind: share(counter, totals[role]) for kind, counter in mine.items()},
+            }
+            for role, mine in sorted(counters.items(), key=lambda item: -totals[item[0]])
+        },
     }
 
 
@@ -1072,6 +1113,13 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
                 finally:
                     exit_codes.append(server.stop())
                 rate = row.pop("rate_per_s")
+                if spy_dir is not None:
+                    results["profile"] = row.pop("profile", None)
+                    if results["profile"] is None:
+                        log(
+                            "no profile recorded (run too short, or py-spy failed: "
+                            f"{spy_dir}/py-spy.log)"
+                        )
                 job_cpu = row["server_cpu_ms"]["total"]
                 results["load"].append(
                     {
@@ -1091,10 +1139,6 @@ def run(plan: Plan, cache: Path, workdir: Path, profile: Path | None) -> dict:
     results["meta"]["server_exit_codes"] = exit_codes
     if "check" in sections and "load" in sections and "long" in plan.polls:
         results["generator_check"] = generator_check(results, plan, datasets, workdir)
-    if profile is not None:
-        results["profile"] = summarise_profile(profile / "server-parent.collapsed.txt")
-        if results["profile"] is None:
-            log(f"no profile recorded (run too short, or py-spy failed: {profile}/py-spy.log)")
     results["meta"]["loadavg_end"] = os.getloadavg()
     results["targets"] = evaluate(results, plan)
     return results
@@ -1293,6 +1337,27 @@ def _worker_table(results: dict) -> list[str]:
     return lines
 
 
+def _profile_table(profile: dict, rows: int = 8) -> list[str]:
+    lines = [
+        "",
+        f"py-spy --gil --subprocesses on the server ({profile['samples']} samples, mixed "
+        "long-poll, most users): each process's share of the GIL-holding samples, then "
+        "shares within it",
+    ]
+    for role, mine in profile["processes"].items():
+        lines.append(
+            f"  {role} {mine['percent']:.0f}% of the samples; by thread: "
+            + ", ".join(f"{t['frame'][:40]} {t['percent']:.0f}%" for t in mine["threads"][:4])
+        )
+        lines.append(f"    {'own time':<56} inclusive, by source file")
+        for own, theirs in zip(mine["self"][:rows], mine["files"][:rows]):
+            lines.append(
+                f"    {own['percent']:5.1f}%  {own['frame'][:48]:<50} "
+                f"{theirs['percent']:5.1f}%  {theirs['frame'][-40:]}"
+            )
+    return lines
+
+
 def table(results: dict) -> str:
     lines = []
     meta = results["meta"]
@@ -1387,22 +1452,7 @@ def table(results: dict) -> str:
     if "in_worker_us" in results:
         lines.extend(_worker_table(results))
     if results.get("profile"):
-        lines.append("")
-        profile = results["profile"]
-        lines.append(
-            f"py-spy --gil on the server parent ({profile['samples']} samples, "
-            f"mixed long-poll, most users): share of the GIL-holding samples"
-        )
-        lines.append(
-            "  by thread: "
-            + ", ".join(f"{t['frame']} {t['percent']:.0f}%" for t in profile["threads"])
-        )
-        lines.append(f"  {'own time':<58} inclusive, by source file")
-        for mine, theirs in zip(profile["self"][:12], profile["files"][:12]):
-            lines.append(
-                f"  {mine['percent']:5.1f}%  {mine['frame'][:48]:<50} "
-                f"{theirs['percent']:5.1f}%  {theirs['frame'][-40:]}"
-            )
+        lines.extend(_profile_table(results["profile"]))
     lines.append("")
     lines.append("Targets")
     for target in results["targets"]:
@@ -1439,8 +1489,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         metavar="DIR",
-        help="record py-spy on the server parent during the mixed "
-        "long-poll run with the most users",
+        help="record py-spy on every server process (parent, manager, workers) during "
+        "the mixed long-poll run with the most users",
     )
     parser.add_argument("--users", type=int, nargs="+", help="user counts to run")
     parser.add_argument("--duration", type=float, help="seconds per locust run")
