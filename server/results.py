@@ -94,9 +94,35 @@ class ResultFiles:
         finally:
             os.close(descriptor)
 
+    def link(self, source_id: int, job_id: int) -> bool:
+        """Give job `job_id` the answer already stored for `source_id` (the same question
+        on the same data, so the same bytes): a hard link to that file. No new inode
+        and no data are written — on ext4 allocating an inode is most of a result's
+        cost, up to hundreds of µs when many files were deleted recently
+        (docs/performance.md). The name appears whole or not at all, like a written
+        result. False when this cannot be done, and the caller writes the body: the
+        source was evicted, it has as many links as the file system allows, the job's
+        file already exists (a re-run, which write() replaces), or links are refused
+        here."""
+        directory = _directory(self.dir)
+        try:
+            os.link(
+                os.path.basename(self.path(source_id, True)),
+                os.path.basename(self.path(job_id, True)),
+                src_dir_fd=directory,
+                dst_dir_fd=directory,
+            )
+            return True
+        except (FileNotFoundError, FileExistsError):
+            return False
+        except OSError as exc:
+            if exc.errno in (errno.EMLINK, errno.EPERM, errno.EXDEV, errno.EACCES):
+                return False
+            raise  # the disk's fault (full, read-only, failing): the caller reports it
+
     def commit(self) -> None:
         """Make the names given so far durable (fsync mode): fsync of a file covers
-        its data, not the directory entry that names it. Workers call it once per
+        its data, not the directory entry that names it (nor a link's). Workers call it once per
         batch, before reporting the batch done."""
         if self.fsync:
             sync_directory(self.dir)

@@ -68,6 +68,11 @@ async def test_every_job_is_written_then_reported(pool_factory, tmp_path):
     # a body is sent once per question and worker; the rest refer to it
     sent = [o for o in pool._on_done.outcomes.values() if o.body is not None]
     assert len(QUESTIONS) <= len(sent) <= 2 * len(QUESTIONS)
+    # and a body is stored once per question and worker: the other files link to it
+    inodes = {os.stat(files.path(i, True)).st_ino for i in range(1, 201)}
+    assert len(QUESTIONS) <= len(inodes) <= 2 * len(QUESTIONS)
+    for i in range(1, 201):
+        assert bodies[i - 1] == bodies[(i - 1) % len(QUESTIONS)]  # same question, same answer
 
 
 async def _kill_a_busy_worker(pool: LocalPool) -> bool:

@@ -312,14 +312,17 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
     state = tmp_path / "state"
     with tmpfs(state / "jobs", "1m") as jobs:  # results full, journal fine
         server = start_server(tmp_path, data=demo_csv, workers=1, state_dir=state)
-        question = questions[0]
-        first = server.post("/api/mean_by_category", {"question": question})[1]["job_id"]
-        want = result(server, first)  # a ~22 KB answer
-        mix.check("mean_by_category", {"question": question}, want)
-        filler = fill(jobs, leave_pages=1)  # not "full", but no room for the answer
+        question, other = questions[0], questions[1]
+        first = server.post("/api/mean_by_category", {"question": other})[1]["job_id"]
+        mix.check("mean_by_category", {"question": other}, result(server, first))
+        filler = fill(jobs, leave_pages=1)  # not "full", but no room for an answer
         assert os.statvfs(jobs).f_bfree == 1
+        # An answer already stored needs no room: the new job's file is a link to it.
+        repeated = server.post("/api/mean_by_category", {"question": other})[1]["job_id"]
+        assert result(server, repeated) == result(server, first)
+        assert os.stat(jobs / f"{repeated}.json").st_ino == os.stat(jobs / f"{first}.json").st_ino
         status, body = server.post("/api/mean_by_category", {"question": question})
-        assert status == 200, body  # journaled; its result then fails to be written
+        assert status == 200, body  # journaled; its ~22 KB result then fails to be written
         stuck = body["job_id"]
         body = wait_for(lambda: not_ready(server), what="/readyz says results cannot be stored")
         assert "storage is full" in body["reason"], body
@@ -329,7 +332,8 @@ def test_a_result_that_cannot_be_stored_is_run_again_not_cached_as_an_error(
         assert [p.name for p in jobs.iterdir() if p.name.endswith(".tmp")] == []
 
         filler.unlink()
-        assert result(server, stuck) == want  # run again, not frozen as an error
+        want = result(server, stuck)  # run again, not frozen as an error
+        mix.check("mean_by_category", {"question": question}, want)
         wait_for(lambda: server.get("/readyz")[0] == 200, what="/readyz ready again")
         again = server.post("/api/mean_by_category", {"question": question})[1]["job_id"]
         assert result(server, again) == want  # and no error answer was cached

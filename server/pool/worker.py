@@ -54,6 +54,10 @@ class ResultSink(Protocol):
     def write(self, job_id: int, ok: bool, body: bytes) -> None:
         """Store one job's complete get_results body."""
 
+    def link(self, source_id: int, job_id: int) -> bool:
+        """Store job_id's answer as the one stored for source_id (the same body), or
+        False: then write() it."""
+
     def commit(self) -> None:
         """Everything written so far is durable (called once per batch)."""
 
@@ -68,6 +72,9 @@ class JobRunner:
         self.dataset = shared.dataset
         self._cache: dict[tuple[Any, ...], bytes] = {}
         self._sent: set[tuple[Any, ...]] = set()
+        # A job whose result file holds the body of this question: later jobs asking
+        # it get a hard link to that file instead of a new one (ResultSink.link).
+        self._stored: dict[tuple[Any, ...], int] = {}
 
     def run(self, job: Job) -> Outcome:
         key = job_key(job)
@@ -89,8 +96,25 @@ class JobRunner:
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
             self._sent.clear()
+            self._stored.clear()
         self._cache[key] = body
         return Outcome(job.id, True, body)
+
+    def persist(self, sink: ResultSink, job: Job, outcome: Outcome) -> Outcome:
+        """Store the outcome's body as the job's result (before it is reported): a link
+        to the file of an earlier job with the same answer where there is one, else a
+        new file. A failure of the storage is the job's "not stored" outcome."""
+        assert outcome.body is not None  # run() always gives one; report() may drop it
+        key = job_key(job) if outcome.ok else None
+        try:
+            source = self._stored.get(key) if key is not None else None
+            if source is None or not sink.link(source, outcome.id):
+                sink.write(outcome.id, outcome.ok, outcome.body)
+                if key is not None and key in self._cache:
+                    self._stored[key] = outcome.id
+            return outcome
+        except OSError as exc:
+            return _unstored(outcome, exc)
 
     def report(self, job: Job, outcome: Outcome) -> Outcome:
         """The outcome as sent to the parent: a body this worker has sent before for the
@@ -102,15 +126,6 @@ class JobRunner:
             return Outcome(outcome.id, True, None)
         self._sent.add(key)
         return outcome
-
-
-def _persist(sink: ResultSink, outcome: Outcome) -> Outcome:
-    assert outcome.body is not None  # run() always gives one; report() may drop it
-    try:
-        sink.write(outcome.id, outcome.ok, outcome.body)
-        return outcome
-    except OSError as exc:
-        return _unstored(outcome, exc)
 
 
 def _unstored(outcome: Outcome, exc: OSError) -> Outcome:
@@ -152,7 +167,7 @@ def main(
             return
         try:
             conn.send(Taken(index, tuple(job.id for job in batch.jobs)))
-            outcomes = [_persist(sink, runner.run(job)) for job in batch.jobs]
+            outcomes = [runner.persist(sink, job, runner.run(job)) for job in batch.jobs]
             try:
                 sink.commit()
             except OSError as exc:  # the files may not survive a power loss
