@@ -140,7 +140,7 @@ def test_profile_is_split_by_server_process(tmp_path):
         f"{parent};thread (2): log-writer;LogWriter.run (server/logsetup.py:10) 2\n"
         f"{parent};{child.format(pid=201)};thread (3): MainThread;"
         "main (server/pool/worker.py:140);answer (compute/stats.py:20) 3\n"
-        f"{parent};{child.format(pid=202)};thread (4): MainProcess|pool-feeder;"
+        f"{parent};{child.format(pid=202)};thread (4): MainProcess|pool-loop;"
         "Server.serve_client (multiprocessing/managers.py:273) 1\n"
     )
     profile = summarise_profile(raw, {100: "parent", 201: "workers", 202: "manager"})
@@ -157,4 +157,4 @@ def test_profile_is_split_by_server_process(tmp_path):
     ]
     files = {f["frame"] for f in processes["workers"]["files"]}
     assert files == {"server/pool/worker.py", "compute/stats.py"}  # spawn entry left out
-    assert processes["manager"]["threads"][0]["frame"] == "MainProcess|pool-feeder"
+    assert processes["manager"]["threads"][0]["frame"] == "MainProcess|pool-loop"

@@ -2,30 +2,32 @@
 
 How a job travels (in the manner of CPython's concurrent/futures/process.py):
 
-  event loop (this process)             feeder thread       manager process   worker process
-  ─────────────────────────             ─────────────       ───────────────   ──────────────
+  event loop (this process)                        manager process     worker process
+  ─────────────────────────                        ───────────────     ──────────────
   submit(jobs) → Ledger.pending
   _flush (once per loop turn, and when
   a Taken frees credit):
-    Ledger.next_batches ──── commands ──► jobs.put(Batch) ──► Queue ──get()──► main()
-                                                                               │ Taken(ids)
-  _receive (add_reader on the pipe) ◄──────────── its own pipe ◄───────────────┤
-    Ledger.taken                                                               │ compute, write
-                                                                               │ jobs/<id>.json
-    Ledger.done → on_done(finished) ◄───────────── its own pipe ◄───────────── │ Done(outcomes)
-                                                                               │ (idle: Waiting)
+    Ledger.next_batches → Feeder.put ── "put" call ──► Queue ───get()───► main()
+    (sent without waiting; the answer is read                            │ Taken(ids)
+    by Feeder._answered, add_reader)                                     │
+  _receive (add_reader on the pipe) ◄──────────── its own pipe ◄─────────┤
+    Ledger.taken                                                         │ compute, write
+                                                                         │ jobs/<id>.json
+    Ledger.done → on_done(finished) ◄───────────── its own pipe ◄─────── │ Done(outcomes)
+                                                                         │ (idle: Waiting)
   _worker_died (add_reader on its sentinel): Ledger.died → Ledger.retry, a replacement
   _tick (every SWEEP_SECONDS): Ledger.sweep (vanished batches), Ledger.overdue (kill),
-    count the queue ──── commands ──► jobs.qsize() ──► the answer is the manager's pulse
+    Feeder.count ── "qsize" call ──► its answer is the manager's pulse
   _manager_lost (its sentinel, a failed call, or no answer for job_timeout):
     kill manager and workers, Ledger.manager_lost, a thread starts a new manager,
     _use(new feeder) spawns new workers and sends every unfinished job again
 
-Threads of control: the event loop owns the ledger, the processes and the pipes and
-never calls the manager; the feeder's thread (server/pool/feeder.py) is the only one
-that does; a short-lived thread starts a new manager after one died; the default
-executor writes the error files of abandoned jobs. The rules themselves live in
-server/pool/ledger.py; docs/pool.md tells the whole story.
+Threads of control: the event loop owns the ledger, the processes, the pipes and the
+connection to the manager, and never waits for the manager (server/pool/feeder.py
+speaks its protocol without blocking); a short-lived thread starts a new manager
+after one died; the default executor writes the error files of abandoned jobs and
+stops the manager. The rules themselves live in server/pool/ledger.py; docs/pool.md
+tells the whole story.
 """
 
 from __future__ import annotations
@@ -111,12 +113,11 @@ class LocalPool:
     def start(self) -> None:
         """Start the manager and the workers (blocking: before the server serves)."""
         self._loop = asyncio.get_running_loop()
-        self._use(
-            Feeder.start(self._ctx, self._size, self._loop, self._counted, self._feeder_failed)
-        )
+        self._use(Feeder.start(self._ctx, self._size, self._counted, self._feeder_failed))
         self._ticker = self._loop.call_later(SWEEP_SECONDS, self._tick)
 
     def _use(self, feeder: Feeder) -> None:
+        feeder.attach(self._loop)
         self._feeder = feeder
         self._generation += 1
         self._counting_since = None
@@ -192,10 +193,13 @@ class LocalPool:
             self._loop.remove_reader(feeder.sentinel)
             feeder.stop_workers(len(self._workers))
         processes = [w.process for w in self._workers.values()]
+        # The loop reads the manager's answers meanwhile: closing the connection before
+        # the workers have their None would leave the rest of them unsent.
         await self._loop.run_in_executor(None, _join_or_kill, processes, timeout)
         for index in list(self._workers):
             self._forget(index)
         if feeder is not None:
+            feeder.detach()
             await self._loop.run_in_executor(None, feeder.shutdown, 2.0)
         self._start_requests.put(False)  # after: its manager dies with it
 
@@ -247,10 +251,11 @@ class LocalPool:
 
     def _flush(self) -> None:
         self._flushing = False
-        if self._feeder is None or self._stopping:
+        feeder = self._feeder
+        if feeder is None or self._stopping:
             return  # a new manager is starting: _use() flushes
         for batch in self._ledger.next_batches(time.monotonic()):
-            self._feeder.put(Batch(batch))
+            feeder.put(Batch(batch))
 
     # -- collection (event loop) -----------------------------------------------------------
     def _receive(self, index: int) -> None:
@@ -457,9 +462,7 @@ class LocalPool:
         with the thread that started it (PR_SET_PDEATHSIG, worker.quiet_child)."""
         while self._start_requests.get():
             try:
-                feeder = Feeder.start(
-                    self._ctx, self._size, self._loop, self._counted, self._feeder_failed
-                )
+                feeder = Feeder.start(self._ctx, self._size, self._counted, self._feeder_failed)
             except Exception as exc:  # noqa: BLE001 (reported on the loop, tried again)
                 self._tell(self._restart_failed, exc)
                 continue
