@@ -141,8 +141,9 @@ def process_main(
     max_results: int,
     stop,
 ) -> None:
-    """Entry point of a worker process. The node's parent decides when it stops (the
-    `stop` event); signals sent to the whole process group are ignored here."""
+    """Entry point of a worker process. The node's parent decides when it stops: `stop`
+    is the read end of a pipe that turns readable (EOF) when the parent closes its end
+    or dies; signals sent to the whole process group are ignored here."""
     worker.quiet_child()
     handler = logging.StreamHandler(sys.stderr)  # the node's output, next to its own
     handler.setFormatter(logsetup.FORMATTER)
@@ -155,7 +156,7 @@ def process_main(
     pause = RECONNECT_PAUSE[0]
     held: list = []  # a batch answered but not yet finished in Redis
     next_reap = 0.0
-    while not stop.is_set():
+    while not stop.poll():
         try:
             if held:
                 consumer.finish(*held)
@@ -186,7 +187,7 @@ def process_main(
             pause = RECONNECT_PAUSE[0]
         except broker.UNREACHABLE as exc:  # unreachable or restarting: wait, try again
             log.warning("redis unavailable (%s); retrying in %.1f s", exc, pause)
-            stop.wait(pause)
+            stop.poll(pause)
             pause = min(pause * 2, RECONNECT_PAUSE[1])
             with contextlib.suppress(*broker.UNREACHABLE):
                 consumer.ensure_group()
@@ -216,7 +217,11 @@ class NodePool:
         self._count = count
         self._args = (url, fingerprint, claim_timeout, max_results)
         self._ctx = mp.get_context("spawn")
-        self._stop = self._ctx.Event()
+        # A pipe, not a multiprocessing Event: an Event is five named semaphores in
+        # /dev/shm, which a node killed with its resource tracker (kill -9 of the
+        # process group) leaves behind for good. Closing the write end, or the parent's
+        # death, is the stop.
+        self._stop, self._stopping = self._ctx.Pipe(duplex=False)
         self._processes: dict[int, Any] = {}  # index → spawned process
         self.deaths = 0
 
@@ -237,7 +242,7 @@ class NodePool:
     def replace_dead(self) -> None:
         """Start a new process for each one that died (its jobs are reclaimed by the
         reaper after claim_timeout)."""
-        if self._stop.is_set():
+        if self._stopping.closed:
             return
         for index, process in list(self._processes.items()):
             if process.exitcode is not None:
@@ -252,7 +257,7 @@ class NodePool:
 
     def stop_blocking(self, timeout: float = 30.0) -> None:
         """Let each process finish and acknowledge its batch, then exit."""
-        self._stop.set()
+        self._stopping.close()
         deadline = time.monotonic() + timeout
         for process in self._processes.values():
             process.join(max(0.0, deadline - time.monotonic()))

@@ -21,7 +21,12 @@ def _pending(broker, demo_csv) -> int:
     return broker.client().xpending(stream, keys.GROUP)["pending"]
 
 
+def _semaphores() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("sem.")}
+
+
 def test_worker_node_killed_during_a_load(tmp_path, broker, demo_csv):
+    semaphores = _semaphores()
     a = start_frontend(tmp_path, "a", broker, demo_csv)
     b = start_frontend(tmp_path, "b", broker, demo_csv)
     doomed = start_worker_node(tmp_path, "w1", broker, demo_csv, workers=1)
@@ -32,6 +37,10 @@ def test_worker_node_killed_during_a_load(tmp_path, broker, demo_csv):
     finish_load(load, 600)
     check_all(load, b)
     assert _pending(broker, demo_csv) == 0
+    # Nothing of the killed node is left in /dev/shm: its stop signal is a pipe, not
+    # a multiprocessing Event (named semaphores that only its killed resource tracker
+    # would have removed).
+    assert _semaphores() - semaphores == set()
 
 
 def test_front_end_killed_right_after_acknowledging(tmp_path, broker, demo_csv):
