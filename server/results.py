@@ -34,7 +34,7 @@ class ResultFiles:
     fsync: bool = False
 
     def path(self, job_id: int, ok: bool) -> str:
-        return os.path.join(self.dir, f"{int(job_id)}.json" if ok else f"{int(job_id)}.error.json")
+        return os.path.join(self.dir, _name(job_id, ok))
 
     def write(self, job_id: int, ok: bool, body: bytes) -> None:
         if self.dir not in _NO_TMPFILE and self._write_unnamed(job_id, ok, body):
@@ -81,8 +81,7 @@ class ResultFiles:
                 view = view[os.write(descriptor, view) :]
             if self.fsync:
                 os.fsync(descriptor)
-            name = os.path.basename(self.path(job_id, ok))
-            os.link(f"/proc/self/fd/{descriptor}", name, dst_dir_fd=directory)
+            os.link(f"/proc/self/fd/{descriptor}", _name(job_id, ok), dst_dir_fd=directory)
             return True
         except FileExistsError:
             return False
@@ -107,8 +106,8 @@ class ResultFiles:
         directory = _directory(self.dir)
         try:
             os.link(
-                os.path.basename(self.path(source_id, True)),
-                os.path.basename(self.path(job_id, True)),
+                _name(source_id, True),
+                _name(job_id, True),
                 src_dir_fd=directory,
                 dst_dir_fd=directory,
             )
@@ -254,6 +253,10 @@ def is_result_body(body: bytes) -> bool:
 # where unnamed files cannot be linked (they fall back to a rename).
 _DIRECTORIES: dict[str, int] = {}
 _NO_TMPFILE: set[str] = set()
+
+
+def _name(job_id: int, ok: bool) -> str:
+    return f"{int(job_id)}.json" if ok else f"{int(job_id)}.error.json"
 
 
 def _directory(path: str) -> int:
