@@ -36,3 +36,9 @@ def health_of(executor: object) -> dict[str, Any]:
         return {"ready": True, "reason": None}
     result: dict[str, Any] = health()
     return result
+
+
+def pool_unready(executor: object) -> str | None:
+    """Why the executor cannot run jobs now (health_of), or None."""
+    pool = health_of(executor)
+    return None if pool["ready"] else f"not ready: {pool['reason']}"

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from compute.messages import Job, Outcome, job_key
 from server import logsetup, storage
-from server.executor import health_of
+from server.executor import health_of, pool_unready
 from server.journal import MAX_JOB_ID, JobJournal, JournalError
 from server.pool.worker import error_body
 from server.results import DAMAGED, ResultStore
@@ -83,7 +83,6 @@ class JobService:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         self.max_queue = max_queue
-        self.dataset: str | None = None  # fingerprint of the loaded data, set by open()
         self.journal = JobJournal(state_dir, fsync)
         self.results = ResultStore(state_dir, fsync)
         self.storage = storage.StorageHealth(state_dir, self.results.files.dir)
@@ -108,7 +107,7 @@ class JobService:
         recorded with every new job, and an interrupted job accepted under another one
         answers an error instead of running. A state dir that cannot be used raises
         StateDirError (one line)."""
-        self.dataset = self.journal.dataset = dataset
+        self.journal.dataset = dataset
         try:
             self.storage.remove_stale_probes()
             finished, empty = self.results.scan()
@@ -123,14 +122,14 @@ class JobService:
         unfinished = []
         for job in recovery.unfinished:
             accepted_under = recovery.datasets.get(job.id)
-            if accepted_under is not None and accepted_under != self.dataset:
+            if accepted_under is not None and accepted_under != dataset:
                 # Never compute a job on other data than it was asked of.
                 finished[job.id] = False
                 self._settle(
                     job.id,
                     error_body(
                         f"the data changed since this job was accepted (dataset "
-                        f"{accepted_under}, now {self.dataset}); please ask again"
+                        f"{accepted_under}, now {dataset}); please ask again"
                     ),
                 )
             else:
@@ -262,10 +261,7 @@ class JobService:
 
     def unready(self) -> str | None:
         """Why new jobs would not run now, or None."""
-        if self.storage.fault:
-            return self.storage.fault
-        pool = health_of(self.executor)
-        return None if pool["ready"] else f"not ready: {pool['reason']}"
+        return self.storage.fault or pool_unready(self.executor)
 
     def on_done(self, finished: list[tuple[Job, Outcome]]) -> None:
         """Event loop: the workers have written these results; publish them."""

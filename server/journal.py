@@ -60,10 +60,10 @@ class Recovery:
 class JobJournal:
     FILE = "journal.jsonl"
 
-    def __init__(self, state_dir: Path, fsync: bool = False, dataset: str | None = None):
+    def __init__(self, state_dir: Path, fsync: bool = False):
         self.path = Path(state_dir) / self.FILE
         self.fsync = fsync
-        self.dataset = dataset  # fingerprint recorded with every new job
+        self.dataset: str | None = None  # fingerprint recorded with every new job
         self._fd: int | None = None
         self._size = 0  # where the last whole line ends
         self._torn = False  # bytes past _size that a failed write left

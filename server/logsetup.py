@@ -35,6 +35,8 @@ import time
 
 from aiohttp.abc import AbstractAccessLogger
 
+from server.results import write_all
+
 CONSOLE = {"console": True}
 LOGGER = "lestats"
 MAX_BYTES = 1024 * 1024
@@ -174,7 +176,7 @@ class _Console(threading.Thread):
                 self.dropped["console"] += len(lines)
                 continue
             try:
-                _write_all(self._fd, ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+                write_all(self._fd, ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
             except OSError as exc:
                 self.broken = True
                 self.dropped["console"] += len(lines)
@@ -183,11 +185,6 @@ class _Console(threading.Thread):
     def stop(self) -> None:
         self.lines.put(None)
         self.join(2)  # it may be blocked on a stderr nobody reads: it is a daemon
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        data = data[os.write(fd, data) :]
 
 
 class LogWriter(threading.Thread):
@@ -258,7 +255,7 @@ class LogWriter(threading.Thread):
                 self._open()
             if self._rotates and self._size + len(data) > MAX_BYTES and self._size > 0:
                 self._rotate()
-            _write_all(self._file.fileno(), data)
+            write_all(self._file.fileno(), data)
             self._size += len(data)
         except OSError as exc:
             self._fault(

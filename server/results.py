@@ -76,9 +76,7 @@ class ResultFiles:
                 _NO_TMPFILE.add(self.dir)  # this file system has no O_TMPFILE
             return False
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(descriptor, view) :]
+            write_all(descriptor, body)
             if self.fsync:
                 os.fsync(descriptor)
             os.link(f"/proc/self/fd/{descriptor}", _name(job_id, ok), dst_dir_fd=directory)
@@ -264,6 +262,13 @@ def _directory(path: str) -> int:
     if descriptor is None:
         descriptor = _DIRECTORIES[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     return descriptor
+
+
+def write_all(descriptor: int, data: bytes) -> None:
+    """os.write until every byte is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
 
 
 def sync_directory(path) -> None:

@@ -22,6 +22,7 @@ import os
 import re
 
 from server import logsetup
+from server.results import write_all
 
 log = logsetup.get("storage")
 
@@ -95,9 +96,7 @@ def _probe(name: str, directory: str) -> str | None:
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            chunk = b"\0" * PROBE_BYTES
-            while chunk:
-                chunk = chunk[os.write(descriptor, chunk) :]
+            write_all(descriptor, b"\0" * PROBE_BYTES)
         finally:
             os.close(descriptor)
         return None

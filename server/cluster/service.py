@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from compute.messages import Job
 from server import logsetup, status
 from server.cluster import broker
-from server.executor import health_of
+from server.executor import health_of, pool_unready
 from server.jobs import QueueFull, ShuttingDown, Unavailable
 from server.serve import StartupError
 
@@ -144,7 +144,7 @@ class ClusterJobService:
                 ],
             )
         except broker.UNREACHABLE as exc:
-            raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
+            raise Unavailable(_unreachable(exc)) from None
         if job_id == 0:
             raise QueueFull
         self._highest = max(self._highest, job_id)
@@ -175,7 +175,7 @@ class ClusterJobService:
                 finally:
                     self._forget_waiter(job_id, waiter)
         except broker.UNREACHABLE as exc:
-            raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
+            raise Unavailable(_unreachable(exc)) from None
 
     async def _read(self, job_id: int) -> tuple[str, bytes | None]:
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -207,7 +207,7 @@ class ClusterJobService:
                 pipe.smembers(broker.FAILED)
                 running, finished, failed = await pipe.execute()
         except broker.UNREACHABLE as exc:
-            raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
+            raise Unavailable(_unreachable(exc)) from None
         states = {int(i): status.DONE for i in finished}
         states.update((int(i), status.ERROR) for i in failed if int(i) in states)
         states.update((int(i), status.RUNNING) for i in running)
@@ -217,7 +217,7 @@ class ClusterJobService:
         try:
             return await self._redis.zcard(broker.RUNNING)
         except broker.UNREACHABLE as exc:
-            raise Unavailable(f"the job store (Redis) is unreachable: {exc}") from None
+            raise Unavailable(_unreachable(exc)) from None
 
     @property
     def running_count(self) -> int:
@@ -230,10 +230,7 @@ class ClusterJobService:
     def unready(self) -> str | None:
         """Why this front-end cannot see jobs through now: Redis unreachable, or its
         own workers cannot run jobs (other nodes may)."""
-        if self.redis_fault:
-            return self.redis_fault
-        pool = health_of(self.executor)
-        return None if pool["ready"] else f"not ready: {pool['reason']}"
+        return self.redis_fault or pool_unready(self.executor)
 
     def begin_shutdown(self) -> None:
         if self.accepting:
@@ -291,7 +288,7 @@ class ClusterJobService:
             except broker.UNREACHABLE as exc:
                 # Not ready meanwhile: /readyz says so, and a draining front-end gives up
                 # after job_timeout instead of waiting for Redis forever.
-                self.redis_fault = f"the job store (Redis) is unreachable: {exc}"
+                self.redis_fault = _unreachable(exc)
                 log.warning(
                     "lost the subscription to finished jobs (%s); again in %.1f s", exc, pause
                 )
@@ -347,3 +344,7 @@ async def _replace_dead(pool) -> None:
     while True:
         await asyncio.sleep(0.5)
         pool.replace_dead()
+
+
+def _unreachable(exc: BaseException) -> str:
+    return f"the job store (Redis) is unreachable: {exc}"

@@ -263,20 +263,20 @@ class LocalPool:
         # together), then go back to the loop. Only a failure of the pipe itself ends
         # the reading: what the messages lead to (on_done) cannot.
         found = self._workers.get(index)
-        if found is None:
-            return
-        pipe = found.pipe
-        while True:
+        if found is not None and not self._drain(index, found.pipe):
+            self._loop.remove_reader(found.pipe.fileno())  # its sentinel reports the death
+
+    def _drain(self, index: int, pipe: Connection) -> bool:
+        """Handle every message already in the pipe; False if the pipe failed."""
+        while index in self._workers:
             try:
                 if not pipe.poll():
-                    return
+                    return True
                 message = pipe.recv()
             except (EOFError, OSError):
-                self._loop.remove_reader(pipe.fileno())  # its sentinel reports the death
-                return
+                return False
             self._handle_message(index, message)
-            if index not in self._workers:
-                return
+        return True
 
     def _handle_message(self, index: int, message: object) -> None:
         now = time.monotonic()
@@ -314,14 +314,7 @@ class LocalPool:
     def _worker_died(self, index: int) -> None:
         found = self._workers[index]
         found.process.join()  # its sentinel is ready: it has exited
-        while True:  # what it sent before dying still counts
-            try:
-                if not found.pipe.poll():
-                    break
-                message = found.pipe.recv()
-            except (EOFError, OSError):
-                break
-            self._handle_message(index, message)
+        self._drain(index, found.pipe)  # what it sent before dying still counts
         lost = self._ledger.died(index)
         self._forget(index)
         if self._stopping or found.generation != self._generation:
