@@ -35,7 +35,6 @@ web: $(WEB_STAMP)
 # System packages the tests need, installed only when absent and without recommended
 # packages (Chromium alone would pull ~115): Debian's Chromium for tests/browser/,
 # redis-server and HAProxy for tests/cluster/.
-# One package:binary pair each.
 system-packages:
 	@missing=""; \
 	for pair in chromium:/usr/bin/chromium redis-server:/usr/bin/redis-server \

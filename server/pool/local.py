@@ -24,10 +24,10 @@ How a job travels (in the manner of CPython's concurrent/futures/process.py):
 
 Threads of control: the event loop owns the ledger, the processes, the pipes and the
 connection to the manager, and never waits for the manager (server/pool/feeder.py
-speaks its protocol without blocking); a short-lived thread starts a new manager
-after one died; the default executor writes the error files of abandoned jobs and
-stops the manager. The rules themselves live in server/pool/ledger.py; docs/pool.md
-tells the whole story.
+speaks its protocol without blocking); a thread that lives as long as the pool
+starts a new manager after one died; the default executor writes the error files of
+abandoned jobs and stops the manager. The rules themselves live in
+server/pool/ledger.py; docs/pool.md tells the whole story.
 """
 
 from __future__ import annotations

@@ -301,22 +301,12 @@ def server_cpu(server: Server) -> dict[str, float]:
     """CPU seconds (utime+stime) so far of the server's processes by role: the parent,
     the multiprocessing manager, the workers (pids from /api/info) and the rest of its
     tree (the resource tracker)."""
-    pids = server.info.get("pids") or {}
-    manager, workers = pids.get("manager"), set(pids.get("workers") or ())
+    role_of = server_roles(server)
     roles = dict.fromkeys(SERVER_ROLES, 0.0)
     for pid in descendants(server.pid):
         stat = _stat(pid)
         if stat is not None:
-            role = (
-                "parent"
-                if pid == server.pid
-                else "manager"
-                if pid == manager
-                else "workers"
-                if pid in workers
-                else "other"
-            )
-            roles[role] += stat[1]
+            roles[role_of.get(pid, "other")] += stat[1]
     return roles
 
 
