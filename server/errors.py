@@ -184,7 +184,7 @@ class _JsonServer(web.Server):
 
 class JsonAppRunner(web.AppRunner):
     """AppRunner whose connections are JsonRequestHandlers (aiohttp has no public
-    hook for the parser's errors; this one is covered by tests/test_hostile.py)."""
+    hook for the parser's errors; this one is covered by tests/api/test_hostile.py)."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -10,7 +10,7 @@ records per job; doing that with the standard QueueListener + RotatingFileHandle
 fifth of the parent's CPU in profiles.
 
 What the log's own faults cost (docs/guarantees.md, "Faults of the log itself",
-tests/test_logging_faults.py):
+tests/faults/test_logging_faults.py):
 - Memory is bounded: at most QUEUE_LIMIT records wait for the writer and
   CONSOLE_LIMIT batches for stderr; beyond, records are dropped and counted
   (`dropped()`, in /metrics as lestats_log_records_dropped_total{sink}), and the

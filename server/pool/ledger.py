@@ -3,7 +3,7 @@
 LocalPool (server/pool/local.py) owns the processes and the I/O; everything it must
 remember about jobs and workers, and every rule it follows when something goes
 wrong, is here, so each rule can be tested without starting a process
-(tests/test_ledger.py). Every method is called from the event loop only, and the
+(tests/pool/test_ledger.py). Every method is called from the event loop only, and the
 caller passes the time (`now`, time.monotonic()).
 
 A job's life in the ledger:

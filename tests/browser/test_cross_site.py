@@ -6,7 +6,7 @@ browser the same *site* as the API, a different *origin*): it embeds
 without asking (a no-cors fetch with a text/plain body, a form), plus a JSON fetch
 (which needs a CORS preflight the server never grants). The server must keep running,
 accept no job, and log each refusal; the dashboard's own origin must still submit
-jobs with fetch. tests/test_cross_site.py covers the same rules header by header.
+jobs with fetch. tests/api/test_cross_site.py covers the same rules header by header.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A load test must not count a job whose answer is wrong in shape: a 200 with the
 wrong keys, a missing state, a NaN, a broken order. These checks are cheap (they run
 inside the load generator for every job) and know only what any client knows: the
 list of states, the questions and their direction. They check types, keys and order,
-not the numbers themselves (tests/test_stats.py compares numbers with a reference).
+not the numbers themselves (tests/unit/test_stats.py compares numbers with a reference).
 
 `check(endpoint, data, ctx, question, state)` returns None when the shape is right,
 otherwise one sentence saying what is wrong.

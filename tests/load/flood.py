@@ -8,7 +8,7 @@ port, synthetic data, a temporary state dir) unless --url names a running one (t
 --pid gives its parent pid for the memory figure). Prints how many jobs were accepted
 (200) and refused (503, each with Retry-After), whether anything else happened
 (other statuses, client errors: must be none), the seconds taken, and the parent's
-peak resident memory (VmHWM) before and after the flood. tests/test_backpressure.py
+peak resident memory (VmHWM) before and after the flood. tests/api/test_backpressure.py
 runs a smaller one. Only ever talks to 127.0.0.1.
 """
 

@@ -3,7 +3,7 @@ WORKDIR DATA`): give its loopback interface a second, non-loopback address
 (192.0.2.1, TEST-NET-1), start the real server bound to every address of this
 namespace — which has no interface but lo, so nothing outside can reach it — and ask
 for an admin action from 192.0.2.1, a client the server must treat as a stranger, and
-from 127.0.0.1. Prints one JSON object with what happened; tests/test_admin.py judges.
+from 127.0.0.1. Prints one JSON object with what happened; tests/api/test_admin.py judges.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ OBESITY = LOWER_IS_BETTER[1]
 
 @pytest.fixture(scope="module")
 def tricky_csv(tmp_path_factory):
-    """One of the tricky data sets (tests/test_stats.py checks them all, offline)."""
+    """One of the tricky data sets (tests/unit/test_stats.py checks them all, offline)."""
     return write_rows(
         tmp_path_factory.mktemp("data") / "tricky.csv", tricky_rows(0), ANALYTICS_HEADER
     )

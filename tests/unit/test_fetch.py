@@ -20,7 +20,7 @@ from server import fetch
 from server.cli import main
 from server.fetch import FetchError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OLD = b"an earlier download that must survive a failed one\n"
 
 
